@@ -1,0 +1,63 @@
+"""Report sinks: every output renders from one FleetReport (schema clusterkit.report/v1).
+
+- ``json``: ``FleetReport.to_json()``, the document of record (docs/reports.md);
+- ``terminal``: :func:`clusterkit.report.terminal.render_terminal`, for people;
+- ``junit``: :func:`clusterkit.report.junit.render_junit`, for CI.
+
+Each sink is imported only when it is used.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import TYPE_CHECKING, Optional
+
+if TYPE_CHECKING:  # pragma: no cover
+    from clusterkit.models import FleetReport
+
+FORMATS = ("json", "junit", "terminal")
+
+
+def render(report: "FleetReport", fmt: str) -> str:
+    """The text of ``report`` in format ``fmt`` (one of FORMATS; terminal output is plain)."""
+    if fmt == "json":
+        return report.to_json() + "\n"
+    if fmt == "junit":
+        from clusterkit.report.junit import render_junit
+
+        return render_junit(report)
+    if fmt == "terminal":
+        from clusterkit.report.terminal import render_terminal
+
+        return render_terminal(report, color=False)
+    from clusterkit.errors import UsageError
+
+    raise UsageError(f"unknown report format {fmt!r}; one of: {', '.join(FORMATS)}")
+
+
+def write_report(report: "FleetReport", fmt: str, path: Optional[str] = None) -> str:
+    """Render ``report`` as ``fmt`` and, when ``path`` is given, write it there atomically
+    (a temporary file in the same directory, then a rename). Returns the text."""
+    text = render(report, fmt)
+    if path is None:
+        return text
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".clusterkit-report-", dir=directory)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+                fh.write(text)
+            os.chmod(tmp, 0o644)  # mkstemp makes it 0600; a report is for reading
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+    except OSError as e:
+        from clusterkit.errors import UsageError
+
+        raise UsageError(f"cannot write report {path}: {e.strerror or e}") from None
+    return text
