@@ -411,6 +411,7 @@ def render_terminal(
     for line in w.lines:
         console.print(line)
     if verbose:
+        console.print(w._Text("Nodes", style="bold underline"))
         for item in _verbose_nodes(w, nodes):
             if isinstance(item, _Indented):
                 console.print(item, soft_wrap=False, crop=False)
