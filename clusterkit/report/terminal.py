@@ -80,12 +80,6 @@ def _fold(names: Iterable[str]) -> str:
     return fold(list(names))
 
 
-def _natural(names: Iterable[str]) -> list[str]:
-    from clusterkit.hostlist import natural_key
-
-    return sorted(set(names), key=natural_key)
-
-
 def _fmt_scalar(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:g}"
