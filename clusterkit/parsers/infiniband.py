@@ -144,8 +144,6 @@ _SPEED_NAME_BY_CODE = {
 }
 _LANES_BY_WIDTH_CODE = {1: 1, 2: 4, 4: 8, 8: 12, 16: 2}
 
-_CODE_SUFFIX = re.compile(r"^(.*?)\s*\((\d+)\)$")  # 'PORT_ACTIVE (4)', '4X (2)'
-_CODE_PREFIX = re.compile(r"^(\d+)\s*:\s*(.*)$")  # '4: ACTIVE'
 _ELISION = re.compile(r"^(\[?\s*(\.{3,}|…)\s*\]?|\[\s*(snip|truncated|elided|cut)\s*\])$", re.I)
 
 
@@ -154,14 +152,15 @@ def _word_key(s: str) -> str:
 
 
 def _split_code(value: str) -> tuple[str, Optional[int]]:
-    """'PORT_ACTIVE (4)' / '4: ACTIVE' / 'Active' -> (word, code or None)."""
+    """'PORT_ACTIVE (4)' / '4: ACTIVE' / 'Active' -> (word, code or None). No regex: linear."""
     v = value.strip()
-    m = _CODE_SUFFIX.match(v)
-    if m:
-        return m.group(1).strip(), int(m.group(2))
-    m = _CODE_PREFIX.match(v)
-    if m:
-        return m.group(2).strip(), int(m.group(1))
+    if v.endswith(")") and "(" in v:
+        head, _, inner = v[:-1].rpartition("(")
+        if inner.strip().isdigit():
+            return head.strip(), int(inner.strip())
+    head, sep, tail = v.partition(":")
+    if sep and head.strip().isdigit():
+        return tail.strip(), int(head.strip())
     return v, None
 
 

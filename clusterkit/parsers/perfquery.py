@@ -105,11 +105,37 @@ class PerfQuery(ParsedOutput):
         return "\n".join(lines)
 
 
-_SECTION = re.compile(r"^#\s*(\S.*?)\s+counters\s*:\s*(.*)$", re.I)
 _LID = re.compile(r"\bLid\s+(\d+)", re.I)
 _PORT = re.compile(r"\bport\s+(\d+)", re.I)
 _CAPMASK = re.compile(r"CapMask\s*:\s*(0x[0-9a-fA-F]+)")
-_COUNTER = re.compile(r"^([A-Za-z][A-Za-z0-9_]*)\s*:[.\s]*(\S+)$")
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+
+
+def _section_title(s: str) -> Optional[tuple[str, str]]:
+    """'# Port extended counters: Lid 2 port 1 (...)' -> ('Port extended', 'Lid 2 port 1 (...)')."""
+    if not s.startswith("#"):
+        return None
+    body = s[1:]
+    idx = body.lower().find("counters")
+    if idx <= 0 or not body[idx - 1].isspace():
+        return None
+    after = body[idx + len("counters"):].lstrip()
+    if not after.startswith(":"):
+        return None
+    title = " ".join(body[:idx].split())
+    return (title, after[1:].strip()) if title else None
+
+
+def _counter(s: str) -> Optional[tuple[str, str]]:
+    """'PortXmitData:........123' -> ('PortXmitData', '123'); None if not that shape."""
+    name, sep, rest = s.partition(":")
+    name = name.strip()
+    if not sep or not _NAME.match(name):
+        return None
+    value = rest.lstrip(". \t")
+    if not value or len(value.split()) != 1:
+        return None
+    return name, value
 _ELISION = re.compile(r"^(\[?\s*(\.{3,}|…)\s*\]?|\[\s*(snip|truncated|elided|cut)\s*\])$", re.I)
 
 
@@ -150,10 +176,9 @@ def parse_perfquery(text: str) -> PerfQuery:
             continue
         if first is None:
             first = i
-        m = _SECTION.match(s)
-        if m:
-            rest = m.group(2)
-            title = m.group(1)
+        sec = _section_title(s)
+        if sec:
+            title, rest = sec
             cur = CounterSection(kind=_slug(title), title=title)
             lm, pm, cm = _LID.search(rest), _PORT.search(rest), _CAPMASK.search(rest)
             cur.lid = int(lm.group(1)) if lm else None
@@ -171,16 +196,17 @@ def parse_perfquery(text: str) -> PerfQuery:
             continue
         if cur is None:
             raise fail(TOOL, "expected a '# ... counters: Lid N port M' line", i + 1, raw)
-        m = _COUNTER.match(s)
-        if not m:
+        kv = _counter(s)
+        if kv is None:
             raise fail(TOOL, "expected 'CounterName:....value'", i + 1, raw)
         try:
-            cur.counters[m.group(1)] = _value(m.group(2))
+            cur.counters[kv[0]] = _value(kv[1])
         except ValueError:
             raise fail(TOOL, "counter value is not a number", i + 1, raw) from None
-    if not res.sections and res.error is None and res.warnings:
+    ibwarns = [w for w in res.warnings if w.lower().startswith("ibwarn")]
+    if not res.sections and res.error is None and ibwarns:
         # only infiniband-diags' own 'ibwarn: ...' lines: the query failed
-        res.error = res.warnings[-1]
+        res.error = ibwarns[-1]
     if not res.sections and res.error is None:
         if first is None:
             raise fail(TOOL, "empty input: no perfquery output")
