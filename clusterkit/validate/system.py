@@ -1,0 +1,110 @@
+"""System domain: host facts through psutil (or the simulator) and their judges."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from clusterkit.models import CheckResult, Status
+from clusterkit.profiles import Profile
+
+GIB = 1024**3
+
+
+class PathUsage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: str
+    total_gib: Optional[float] = None
+    free_gib: Optional[float] = None
+    error: Optional[str] = None
+
+
+class SystemMeasurement(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    cpus: Optional[int] = None
+    memory_gib: Optional[float] = None
+    load1: Optional[float] = None
+    kernel: Optional[str] = None
+    paths: list[PathUsage] = Field(default_factory=list)
+    error: Optional[str] = None
+
+
+def probe(profile: Profile) -> SystemMeasurement:
+    """Host facts for the paths the profile names. Never raises."""
+    from clusterkit import sim
+
+    wanted = [r.path for r in profile.system.paths]
+    node = sim.current_node()
+    if node is not None:
+        f = node.system_facts()
+        m = SystemMeasurement(cpus=f["cpus"], memory_gib=f["memory_gib"], load1=f["load1"], kernel=f["kernel"])
+        for path in wanted:
+            d = f["disks"].get(path)
+            m.paths.append(PathUsage(path=path, total_gib=d["total_gib"], free_gib=d["free_gib"]) if d
+                           else PathUsage(path=path, error="no such file or directory"))
+        return m
+    m = SystemMeasurement(kernel=os.uname().release)
+    try:
+        import psutil
+
+        m.cpus = psutil.cpu_count(logical=True)
+        m.memory_gib = round(psutil.virtual_memory().total / GIB, 1)
+        m.load1 = round(psutil.getloadavg()[0], 2)
+    except Exception as e:  # noqa: BLE001 - psutil missing or /proc unreadable
+        m.error = f"host facts unavailable: {type(e).__name__}: {e}"
+    for path in wanted:
+        try:
+            st = os.statvfs(path)
+            m.paths.append(PathUsage(path=path, total_gib=round(st.f_blocks * st.f_frsize / GIB, 2),
+                                     free_gib=round(st.f_bavail * st.f_frsize / GIB, 2)))
+        except OSError as e:
+            m.paths.append(PathUsage(path=path, error=e.strerror or str(e)))
+    return m
+
+
+def judge(m: SystemMeasurement, profile: Profile) -> list[CheckResult]:
+    p = profile.system
+    out: list[CheckResult] = []
+    if m.error:
+        out.append(CheckResult(check="system.facts", status=Status.ERROR, message=m.error))
+    if p.memory_gib_min is not None and m.memory_gib is not None:
+        ok = m.memory_gib >= p.memory_gib_min
+        out.append(CheckResult(check="system.memory", status=Status.PASS if ok else Status.FAIL,
+                               value=m.memory_gib, threshold=p.memory_gib_min, unit="GiB",
+                               message=f"{m.memory_gib:g} GiB" + ("" if ok else f", below {p.memory_gib_min:g} GiB")))
+    if p.cpus_min is not None and m.cpus is not None:
+        ok = m.cpus >= p.cpus_min
+        out.append(CheckResult(check="system.cpus", status=Status.PASS if ok else Status.FAIL, value=m.cpus,
+                               threshold=p.cpus_min, unit="cpus",
+                               message=f"{m.cpus} CPUs" + ("" if ok else f", below {p.cpus_min}")))
+    if p.load_per_cpu_warn is not None and m.load1 is not None and m.cpus:
+        per = round(m.load1 / m.cpus, 3)
+        ok = per < p.load_per_cpu_warn
+        out.append(CheckResult(check="system.load", status=Status.PASS if ok else Status.WARN, value=per,
+                               threshold=p.load_per_cpu_warn, unit="load/cpu",
+                               message=f"load {m.load1:g} on {m.cpus} CPUs"))
+    rules = {r.path: r for r in p.paths}
+    for u in m.paths:
+        r = rules.get(u.path)
+        if u.error or u.free_gib is None:
+            out.append(CheckResult(check="system.disk.free", subject=u.path, status=Status.ERROR,
+                                   message=f"cannot stat {u.path}: {u.error}"))
+            continue
+        status, why = Status.PASS, f"{u.free_gib:g} GiB free of {u.total_gib:g} GiB"
+        if r is not None and r.free_gib_min is not None and u.free_gib < r.free_gib_min:
+            status, why = Status.FAIL, f"only {u.free_gib:g} GiB free, below {r.free_gib_min:g} GiB"
+        elif r is not None and r.free_pct_min is not None and u.total_gib:
+            pct = 100.0 * u.free_gib / u.total_gib
+            if pct < r.free_pct_min:
+                status, why = Status.FAIL, f"only {pct:.1f}% free, below {r.free_pct_min:g}%"
+        out.append(CheckResult(check="system.disk.free", subject=u.path, status=status, value=u.free_gib,
+                               threshold=r.free_gib_min if r else None, unit="GiB", message=why))
+    return out
+
+
+def facts(m: SystemMeasurement) -> dict[str, Any]:
+    return {"kernel": m.kernel} if m.kernel else {}
