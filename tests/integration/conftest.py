@@ -1,0 +1,127 @@
+"""Integration fixtures: real sshd fleets on loopback, the node-side virtualenv.
+
+Everything collected under tests/integration/ is marked ``integration``. Fixtures skip (with
+the reason) where the machine cannot run them: not root, no sshd, no usable system python.
+
+    def test_something(ssh_fleet_factory):
+        fleet = ssh_fleet_factory(8, env={"CLUSTERKIT_SIM": "builtin"})
+        ...  # fleet.ssh_config, fleet.known_hosts, fleet.identity, fleet.names, fleet.pids
+        fleet.stop()  # optional: every fleet is stopped at session end; stopping early
+                      # gives its addresses back to the pool
+
+Addresses come from 127.0.10.0/24 (one /24 per pytest-xdist worker: 127.0.10+N.0/24).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from tests.infra.nodeenv import NodeEnvError, ensure_node_venv
+from tests.infra.sshfleet import (
+    DEFAULT_USER,
+    FleetUnavailable,
+    SshFleet,
+    loopback_nodes,
+    unavailable_reason,
+)
+
+_HERE = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if Path(str(item.fspath)).resolve().is_relative_to(_HERE):
+            item.add_marker(pytest.mark.integration)
+
+
+def _network() -> str:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    n = int(worker[2:]) if worker[2:].isdigit() else 0
+    if n > 9:  # 127.0.20.0/23 belongs to the benchmarks
+        raise RuntimeError("more than 10 xdist workers: give each its own sshd address range")
+    return f"127.0.{10 + n}.0/24"
+
+
+class _AddressPool:
+    """Loopback addresses handed to fleets, given back when a fleet stops."""
+
+    def __init__(self, network: str) -> None:
+        self._all = [ip for _, ip in loopback_nodes(254, network)]
+        self._used: set[str] = set()
+
+    def take(self, n: int) -> list[str]:
+        free = [ip for ip in self._all if ip not in self._used][:n]
+        if len(free) < n:
+            raise RuntimeError(f"only {len(free)} loopback addresses left for a {n}-node fleet; "
+                               "stop fleets you no longer need")
+        self._used.update(free)
+        return free
+
+    def give_back(self, ips: Sequence[str]) -> None:
+        self._used.difference_update(ips)
+
+
+@pytest.fixture(scope="session")
+def sshd_available() -> None:
+    """Skip unless this machine can run real sshd fleets (root, /usr/sbin/sshd)."""
+    reason = unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def node_venv(sshd_available: None) -> Path:
+    """The node-side virtualenv (clusterkit installed non-editable, runnable by any user)."""
+    try:
+        return ensure_node_venv()
+    except NodeEnvError as e:
+        pytest.skip(f"node-side virtualenv unavailable: {e}")
+
+
+@pytest.fixture(scope="session")
+def ssh_client() -> str:
+    """Path of the OpenSSH client (skip without one)."""
+    path = shutil.which("ssh")
+    if path is None:
+        pytest.skip("no OpenSSH client (ssh) on PATH")
+    return path
+
+
+@pytest.fixture(scope="session")
+def ssh_fleet_factory(node_venv: Path, tmp_path_factory: pytest.TempPathFactory
+                      ) -> Iterator[Callable[..., SshFleet]]:
+    """make(nodes=4, *, env=None, user='ckuser', timeout=30, **SshFleet options) -> started fleet.
+
+    `nodes`: a count (names gpu-001…) or a list of names. Other keywords go to SshFleet
+    (known_hosts_exclude, known_hosts_wrong, unreachable, sshd_options, port).
+    """
+    pool = _AddressPool(_network())
+    fleets: list[SshFleet] = []
+
+    def make(nodes: int | Sequence[str] = 4, *, env=None, user: str = DEFAULT_USER,
+             timeout: float = 30.0, **options) -> SshFleet:
+        names = [f"gpu-{i:03d}" for i in range(1, nodes + 1)] if isinstance(nodes, int) \
+            else list(nodes)
+        ips = pool.take(len(names))
+        fleet = SshFleet(tmp_path_factory.mktemp("sshfleet"), list(zip(names, ips)), env=env,
+                         user=user, venv=node_venv, **options)
+        fleet.on_stop.append(lambda _f, ips=ips: pool.give_back(ips))
+        try:
+            fleet.start(timeout=timeout)
+        except FleetUnavailable as e:
+            pool.give_back(ips)
+            pytest.skip(str(e))
+        except BaseException:
+            pool.give_back(ips)
+            raise
+        fleets.append(fleet)
+        return fleet
+
+    yield make
+    for fleet in reversed(fleets):
+        fleet.stop()
