@@ -231,7 +231,8 @@ def _int_auto(s: str) -> int:
 
 
 def _is_elision(stripped: str) -> bool:
-    return bool(_ELISION.match(stripped))
+    """Author elisions ('[...]', '...') and separator lines a wrapper script printed ('----')."""
+    return bool(_ELISION.match(stripped)) or stripped.startswith("---")
 
 
 def _is_tool_warning(stripped: str) -> bool:
