@@ -293,7 +293,10 @@ def _judge_device(d: GpuDevice, p: Any) -> list[CheckResult]:
             pend = " (enabled pending reboot)" if d.ecc_mode_pending else ""
             res("gpu.ecc.mode", Status.FAIL, f"ECC disabled{pend}", False, True)
     # ECC counters
-    if d.ecc_mode_current is not False and not missing("gpu.ecc.uncorrectable", "ecc_volatile_uncorrectable"):
+    if d.ecc_mode_current is False:
+        res("gpu.ecc.uncorrectable", Status.SKIP, "ECC disabled: no error counters")
+        res("gpu.ecc.aggregate", Status.SKIP, "ECC disabled: no error counters")
+    elif not missing("gpu.ecc.uncorrectable", "ecc_volatile_uncorrectable"):
         v = d.ecc_volatile_uncorrectable or 0
         if v > 0:
             res("gpu.ecc.uncorrectable", Status.FAIL,
