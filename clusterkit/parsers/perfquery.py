@@ -8,7 +8,9 @@ Reads any mix of sections::
     # PortXmitDiscardDetails counters: ...                           perfquery -D
 
 each followed by ``Name:.........value`` lines (decimal or ``0x`` hex). Port 255 is perfquery's
-"all ports" (``-a``) aggregate.
+"all ports" (``-a``) aggregate. ``counters`` keeps the names as printed; old releases' short
+names (``SymbolErrors``, ``XmtDiscards``, ``XmtData`` ...) are mapped to today's names for
+``errors``, ``xmit_wait`` and the byte counts.
 
 Per section, ``errors`` holds the non-zero *error* counters (symbol errors, link recoveries,
 link downs, receive/transmit errors and discards, ...). ``PortXmitWait`` is congestion (time
@@ -56,6 +58,25 @@ ERROR_COUNTERS: tuple[str, ...] = (
     "PortSwHOQLifetimeLimitDiscards",
 )
 _ERROR_SET = frozenset(ERROR_COUNTERS)
+#: Short names printed by old perfquery releases (OFED 1.x) -> the names used since.
+OLD_NAMES: dict[str, str] = {
+    "SymbolErrors": "SymbolErrorCounter",
+    "LinkRecovers": "LinkErrorRecoveryCounter",
+    "LinkDowned": "LinkDownedCounter",
+    "RcvErrors": "PortRcvErrors",
+    "RcvRemotePhysErrors": "PortRcvRemotePhysicalErrors",
+    "RcvSwRelayErrors": "PortRcvSwitchRelayErrors",
+    "XmtDiscards": "PortXmitDiscards",
+    "XmtConstraintErrors": "PortXmitConstraintErrors",
+    "RcvConstraintErrors": "PortRcvConstraintErrors",
+    "LinkIntegrityErrors": "LocalLinkIntegrityErrors",
+    "ExcBufOverrunErrors": "ExcessiveBufferOverrunErrors",
+    "XmtData": "PortXmitData",
+    "RcvData": "PortRcvData",
+    "XmtPkts": "PortXmitPkts",
+    "RcvPkts": "PortRcvPkts",
+    "XmtWait": "PortXmitWait",
+}
 #: Congestion, not an error: ticks the port had data to send and no credit.
 CONGESTION_COUNTER = "PortXmitWait"
 ALL_PORTS = 255
@@ -219,12 +240,13 @@ def _derive(res: PerfQuery) -> None:
     per_port_errors: dict[tuple, dict[str, int]] = {}
     per_port_wait: dict[tuple, int] = {}
     for s in res.sections:
-        s.errors = {k: v for k, v in s.counters.items() if k in _ERROR_SET and v}
-        s.xmit_wait = s.counters.get(CONGESTION_COUNTER)
-        if "PortXmitData" in s.counters:
-            s.xmit_bytes = s.counters["PortXmitData"] * 4
-        if "PortRcvData" in s.counters:
-            s.rcv_bytes = s.counters["PortRcvData"] * 4
+        canon = {OLD_NAMES.get(k, k): v for k, v in s.counters.items()}
+        s.errors = {k: v for k, v in canon.items() if k in _ERROR_SET and v}
+        s.xmit_wait = canon.get(CONGESTION_COUNTER)
+        if "PortXmitData" in canon:
+            s.xmit_bytes = canon["PortXmitData"] * 4
+        if "PortRcvData" in canon:
+            s.rcv_bytes = canon["PortRcvData"] * 4
         key = (s.lid, s.port)
         acc = per_port_errors.setdefault(key, {})
         for k, v in s.errors.items():
