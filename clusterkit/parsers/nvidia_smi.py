@@ -45,6 +45,10 @@ FAILURE_MARKERS = (
 
 def detect_failure(lines: Iterable[str]) -> tuple[int, str] | None:
     """First ``(line_no, line)`` (1-based) that carries an nvidia-smi failure message, if any."""
+    lines = list(lines)
+    whole = "\n".join(lines).lower()
+    if not any(marker in whole for marker in FAILURE_MARKERS):
+        return None
     for no, line in enumerate(lines, 1):
         low = line.lower()
         if any(marker in low for marker in FAILURE_MARKERS):
