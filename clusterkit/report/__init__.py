@@ -42,6 +42,16 @@ def write_report(report: "FleetReport", fmt: str, path: Optional[str] = None) ->
     text = render(report, fmt)
     if path is None:
         return text
+    if os.path.exists(path) and not os.path.isfile(path):
+        # /dev/null, /dev/stdout, a FIFO: write in place, never rename over a device node
+        try:
+            with open(path, "w", encoding="utf-8", newline="\n") as fh:
+                fh.write(text)
+        except OSError as e:
+            from clusterkit.errors import UsageError
+
+            raise UsageError(f"cannot write report {path}: {e.strerror or e}") from None
+        return text
     directory = os.path.dirname(os.path.abspath(path))
     try:
         fd, tmp = tempfile.mkstemp(prefix=".clusterkit-report-", dir=directory)
