@@ -206,7 +206,10 @@ def _is_warning(low: str) -> bool:
 
 
 def _header_columns(s: str) -> list[str]:
-    """'#bytes #iterations  BW peak[Gb/sec] ...' -> ['#bytes', '#iterations', 'BW peak[Gb/sec]', ...]."""
+    """Column titles of a table header, which contain blanks themselves.
+
+    '#bytes #iterations  BW peak[Gb/sec] ...' -> ['#bytes', '#iterations', 'BW peak[Gb/sec]', ...]
+    """
     cols: list[str] = []
     buf: list[str] = []
     for w in s.split():
@@ -403,8 +406,8 @@ def _parse(tool: str, text: str, want: str):
             if table.kind != want:
                 raise fail(tool, f"this is a {'bandwidth' if table.kind == 'bw' else 'latency'} "
                                  "test output", i + 1, raw)
-            if table.unit:
-                run.report_unit = table.unit  # type: ignore[attr-defined]
+            if table.unit and isinstance(run, PerftestBw):
+                run.report_unit = table.unit
             table_open = True
             run.complete = False
             marker = True
@@ -484,10 +487,8 @@ def _parse(tool: str, text: str, want: str):
             raise fail(tool, f"empty input: no {tool} output")
         raise fail(tool, f"not {tool} output (no perftest header, table or message)",
                    first + 1, lines[first])
-    if not table_open and table is not None:
-        pass  # closed by a rule: complete already set
-    if want == "bw":
-        bw = run  # type: PerftestBw  # type: ignore[assignment]
+    if isinstance(run, PerftestBw):
+        bw = run
         bw.peak_measured = peak_measured
         for r in rows:
             if not peak_measured:
@@ -495,10 +496,9 @@ def _parse(tool: str, text: str, want: str):
             bw.rows.append(BwRow(**r))
         avgs = [r.bw_avg_gbps for r in bw.rows if r.bw_avg_gbps is not None]
         bw.max_bw_avg_gbps = max(avgs) if avgs else None
-    else:
-        lat = run  # type: PerftestLat  # type: ignore[assignment]
+    elif isinstance(run, PerftestLat):
         for r in rows:
-            lat.rows.append(LatRow(**r))
+            run.rows.append(LatRow(**r))
     return run
 
 
