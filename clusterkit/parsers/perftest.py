@@ -365,6 +365,7 @@ def _parse(tool: str, text: str, want: str):
     rows: list[dict] = []
     table: Optional[_Table] = None
     table_open = False
+    failed_in_table = False
     in_settings = False
     marker = False
     first: Optional[int] = None
@@ -409,6 +410,7 @@ def _parse(tool: str, text: str, want: str):
             if table.unit and isinstance(run, PerftestBw):
                 run.report_unit = table.unit
             table_open = True
+            failed_in_table = False
             run.complete = False
             marker = True
             in_settings = False
@@ -430,7 +432,8 @@ def _parse(tool: str, text: str, want: str):
                 peak_measured = False
             continue
         toks = words
-        if table_open and table is not None and _INT.match(toks[0]) and not run.errors:
+        if table_open and table is not None and _INT.match(toks[0]) and not failed_in_table:
+            # (after a failure, provider hex dumps such as '00000000 00008813 ...' follow)
             if len(toks) != len(table.keys) or not all(
                 _NUMBER.match(t) or t.lower() in _NAN for t in toks
             ):
@@ -454,6 +457,7 @@ def _parse(tool: str, text: str, want: str):
             rows.append(row)
             continue
         if _is_error(low):
+            failed_in_table = failed_in_table or table_open
             run.errors.append(s)
             if run.error is None:
                 run.error = s

@@ -307,3 +307,24 @@ def test_cli_wrong_tool_exit_2():
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and str(IBSTAT_FILE) in lines[0]
+
+
+def test_provider_hex_dump_after_failure_is_not_rows():
+    # the mid-sweep failure with the provider's completion dump mlx5 prints before perftest's
+    # own message (constructed from the published sample; dump layout as libmlx5 prints it)
+    dump = ("mlx5: rdma-perftest-1: got completion with error:\n"
+            "00000000 00000000 00000000 00000000\n"
+            "00000000 00000000 00000000 00000000\n"
+            "00000000 00000000 00000000 00000000\n"
+            "00000000 00008813 08000122 000161d2\n")
+    text = MID_SWEEP_FAILURE.replace(" Completion with error at client\n",
+                                     dump + " Completion with error at client\n")
+    m = parse_ib_write_bw(text)
+    assert len(m.rows) == 16 and m.error == "mlx5: rdma-perftest-1: got completion with error:"
+    assert "Completion with error at client" in m.errors
+
+
+def test_non_fatal_message_before_the_table_keeps_rows():
+    text = "Couldn't set the link layer\n" + _text(CUDA)
+    m = parse_ib_write_bw(text)
+    assert len(m.rows) == 23 and m.error == "Couldn't set the link layer"
