@@ -152,7 +152,7 @@ def _gpus_of(res: dict) -> tuple[list[int | None], str | None]:
             return [val], f"GPU {val}"
         if isinstance(val, str) and val.strip():
             ids = [p.strip() for p in val.split(",")]
-            if ids and all(p.isdigit() and len(p) < 6 for p in ids):
+            if ids and all(p.isascii() and p.isdigit() and len(p) < 6 for p in ids):
                 return [int(p) for p in ids], None
         if isinstance(val, list):
             ids = [v for v in val if isinstance(v, int) and not isinstance(v, bool)]
@@ -288,9 +288,11 @@ _SPEC_RE = re.compile(
     r"^(pass|fail|warn|warning|skip|not run)(?:\s*-\s*(all|gpus?\s*:\s*([0-9][0-9,\s]*)))?$",
     re.IGNORECASE,
 )
-_GPU_SPEC_RE = re.compile(r"^gpu\s*(\d+)\s*:\s*(pass|fail|warn|warning|skip|not run)\b", re.IGNORECASE)
-_GPU_PREFIX_RE = re.compile(r"^gpu\s*(\d+)\b", re.IGNORECASE)
-_ITERATION_RE = re.compile(r"^Running iteration\s+(\d+)\s+of\s+(\d+)")
+_GPU_SPEC_RE = re.compile(
+    r"^gpu\s*([0-9]{1,18})\s*:\s*(pass|fail|warn|warning|skip|not run)\b", re.IGNORECASE
+)
+_GPU_PREFIX_RE = re.compile(r"^gpu\s*([0-9]{1,18})\b", re.IGNORECASE)
+_ITERATION_RE = re.compile(r"^Running iteration\s+([0-9]{1,18})\s+of\s+([0-9]{1,18})")
 _DETAIL_NAMES = ("warning", "error", "info")
 _META = {
     "dcgm version": "dcgm_version",
@@ -315,7 +317,7 @@ class _TextTest:
             result = _norm_result(m.group(1))
             if m.group(3) is not None:
                 for part in m.group(3).split(","):
-                    if part.strip().isdigit() and len(part.strip()) < 6:
+                    if part.strip().isascii() and part.strip().isdigit() and len(part.strip()) < 6:
                         self.per_gpu[int(part.strip())] = result
             else:
                 self.aggregate = result

@@ -81,15 +81,15 @@ class GpuBurnOutput(ParsedOutput):
 
 
 _PROGRESS_PCT_RE = re.compile(r"^\s*([0-9]{1,3}(?:\.[0-9]+)?)%")
-_PROC_RE = re.compile(r"(-?\d+)\s*\(\s*([-+0-9.eEnaifNAIF]+)\s*Gflop/s\)")
-_ERR_RE = re.compile(r"(\d+)\s*(\((?:DIED|WARNING)!\))?")
-_TEMP_RE = re.compile(r"(\d+)\s*C\b|(--)")
-_POWER_RE = re.compile(r"(\d+)\s*W\b|(--)")
-_TESTED_RE = re.compile(r"^Tested\s+(\d+)\s+GPUs?:?$")
-_VERDICT_RE = re.compile(r"^GPU\s+(\d+):\s*(OK|FAULTY)$")
-_GPU_LINE_RE = re.compile(r"^GPU\s+(\d+):\s*(.*)$")
-_INIT_RE = re.compile(r"^Initialized device\s+(\d+)\b")
-_BURNING_RE = re.compile(r"^Burning for\s+(\d+)\s+seconds")
+_PROC_RE = re.compile(r"(-?[0-9]{1,18})\s*\(\s*([-+0-9.eEnaifNAIF]+)\s*Gflop/s\)")
+_ERR_RE = re.compile(r"([0-9]{1,18})\s*(\((?:DIED|WARNING)!\))?")
+_TEMP_RE = re.compile(r"([0-9]{1,18})\s*C\b|(--)")
+_POWER_RE = re.compile(r"([0-9]{1,18})\s*W\b|(--)")
+_TESTED_RE = re.compile(r"^Tested\s+([0-9]{1,18})\s+GPUs?:?$")
+_VERDICT_RE = re.compile(r"^GPU\s+([0-9]{1,18}):\s*(OK|FAULTY)$")
+_GPU_LINE_RE = re.compile(r"^GPU\s+([0-9]{1,18}):\s*(.*)$")
+_INIT_RE = re.compile(r"^Initialized device\s+([0-9]{1,18})\b")
+_BURNING_RE = re.compile(r"^Burning for\s+([0-9]{1,18})\s+seconds")
 _FAILURE_MARKERS = (
     "No clients are alive",
     "Couldn't init",

@@ -152,34 +152,41 @@ def _human_bytes(n: int) -> str:
     return f"{n} B"
 
 
+_INT_LIMIT = 1 << 64  # no count, size or id in this output is larger
+
+
 def _int(tok: Any) -> int | None:
     if isinstance(tok, bool):
         return None
     if isinstance(tok, int):
-        return tok
+        return tok if abs(tok) < _INT_LIMIT else None
     if isinstance(tok, float):
-        return int(tok) if math.isfinite(tok) else None
+        return int(tok) if math.isfinite(tok) and abs(tok) < _INT_LIMIT else None
     if not isinstance(tok, str):
         return None
     s = tok.strip()
     if not s or len(s) > 40:
         return None
     try:
-        return int(s)
+        value = int(s)
+        return value if abs(value) < _INT_LIMIT else None
     except ValueError:
         pass
     try:
         f = float(s)
     except ValueError:
         return None
-    return int(f) if math.isfinite(f) and f == int(f) else None
+    return int(f) if math.isfinite(f) and f == int(f) and abs(f) < _INT_LIMIT else None
 
 
 def _float(tok: Any) -> float | None:
     if isinstance(tok, bool):
         return None
     if isinstance(tok, (int, float)):
-        f = float(tok)
+        try:
+            f = float(tok)
+        except OverflowError:
+            return None
     elif isinstance(tok, str):
         s = tok.strip()
         if not s or len(s) > 40:
@@ -239,10 +246,8 @@ def _size_bytes(value: Any) -> int | None:
     """A byte count: an int, or '32 MB' / '1.50 KB' / '8G' (nccl-tests uses 1024-based units)."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float):
-        return int(value) if math.isfinite(value) else None
+    if isinstance(value, (int, float)):
+        return _int(value)
     if not isinstance(value, str) or len(value) > 40:
         return None
     m = _SIZE_RE.match(value)
@@ -251,7 +256,7 @@ def _size_bytes(value: Any) -> int | None:
     scale = _SIZE_UNITS.get(m.group(2).upper())
     if scale is None:
         return None
-    return int(round(float(m.group(1)) * scale))
+    return _int(round(float(m.group(1)) * scale))
 
 
 # --------------------------------------------------------------------------- run building
@@ -389,18 +394,19 @@ def _infer_collective(rows: list[NcclRow], nranks: int | None) -> str | None:
 
 # --------------------------------------------------------------------------- text
 _VERSION_RE = re.compile(
-    r"^#\s*nccl-tests version\s+(\S+)(?:\s+nccl-headers=(\d+))?(?:\s+nccl-library=(\d+))?"
+    r"^#\s*nccl-tests version\s+(\S+)(?:\s+nccl-headers=([0-9]{1,18}))?(?:\s+nccl-library=([0-9]{1,18}))?"
 )
 _START_RE = re.compile(r"^#\s*Collective test starting:\s*(\S+)")
 _CONCLUDED_RE = re.compile(r"^#\s*Collective test concluded:\s*(\S+)")
 _DEVICE_RE = re.compile(
-    r"^#\s*Rank\s+(\d+)(?:\s+Group\s+(\d+))?\s+Pid\s+(\d+)\s+on\s+(\S+)\s+device\s+(\d+)"
+    r"^#\s*Rank\s+([0-9]{1,18})(?:\s+Group\s+([0-9]{1,18}))?\s+Pid\s+([0-9]{1,18})"
+    r"\s+on\s+(\S+)\s+device\s+([0-9]{1,18})"
     r"\s+\[([^\]]*)\]\s*(.*)$"
 )
-_OOB_RE = re.compile(r"^#\s*Out of bounds values\s*:\s*(\d+)\s*([A-Za-z]*)")
+_OOB_RE = re.compile(r"^#\s*Out of bounds values\s*:\s*([0-9]{1,18})\s*([A-Za-z]*)")
 _AVG_RE = re.compile(r"^#\s*Avg bus bandwidth\s*:\s*(\S+)\s*([A-Za-z]*)")
-_REDUCE_RE = re.compile(r"^#\s*Reducing maxBytes to\s+(\d+)")
-_NCCL_VERSION_RE = re.compile(r"NCCL version\s+(\d+\.\d+\.\d+)")
+_REDUCE_RE = re.compile(r"^#\s*Reducing maxBytes to\s+([0-9]{1,18})")
+_NCCL_VERSION_RE = re.compile(r"NCCL version\s+([0-9]{1,18}\.[0-9]{1,18}\.[0-9]{1,18})")
 _FAILURE_MARKERS = (
     "Test NCCL failure",
     "Test CUDA failure",
@@ -530,7 +536,7 @@ def _parse_row(toks: list[str], layout: _Layout) -> NcclRow | None:
 
 
 def _looks_like_row(toks: list[str]) -> bool:
-    return len(toks) >= 3 and toks[0].isdigit() and toks[1].isdigit()
+    return len(toks) >= 3 and all(t.isascii() and t.isdigit() for t in toks[:2])
 
 
 def _parse_text(text: str) -> NcclTestsOutput:

@@ -155,8 +155,8 @@ def _finish(test: NvbTest) -> None:
 
 _RUNNING_RE = re.compile(r"^Running\s+(\S+?)\.?$")
 _SUM_RE = re.compile(r"^SUM\s+(\S+)\s+(\S+)$")
-_DEVICE_RE = re.compile(r"^Device\s+(\d+):\s*(.*)$")
-_PROCESS_RE = re.compile(r"^Process\s+(\d+)\s+\(([^)]*)\):\s*device\s+(\d+):\s*(.*)$")
+_DEVICE_RE = re.compile(r"^Device\s+([0-9]{1,18}):\s*(.*)$")
+_PROCESS_RE = re.compile(r"^Process\s+([0-9]{1,18})\s+\(([^)]*)\):\s*device\s+([0-9]{1,18}):\s*(.*)$")
 _PCI_RE = re.compile(r"^[0-9A-Fa-f]{4,8}:[0-9A-Fa-f]{2}:[0-9A-Fa-f]{2}(?:\.[0-9A-Fa-f])?$")
 
 
@@ -178,12 +178,17 @@ _KV = {
 }
 
 
+def _uint(tok: str) -> bool:
+    """An ASCII decimal number short enough to be an index or a version code."""
+    return tok.isascii() and tok.isdigit() and len(tok) <= 18
+
+
 def _int(s: Any) -> int | None:
     if isinstance(s, bool):
         return None
     if isinstance(s, int):
-        return s
-    if isinstance(s, str) and s.strip().isdigit() and len(s.strip()) < 20:
+        return s if abs(s) < 1 << 63 else None
+    if isinstance(s, str) and _uint(s.strip()):
         return int(s.strip())
     return None
 
@@ -244,11 +249,11 @@ def _parse_text(text: str) -> NvbandwidthOutput:
                 devices.append(NvbDevice(index=int(m.group(3)), name=name, pci=pci, host=m.group(2) or None))
                 continue
             toks = line.split()
-            if cur is not None and cur.status == "Passed" and all(t.isdigit() for t in toks) and not cur.columns:
+            if cur is not None and cur.status == "Passed" and all(_uint(t) for t in toks) and not cur.columns:
                 cur.columns = [int(t) for t in toks]
                 in_matrix = True
                 continue
-            if in_matrix and cur is not None and toks[0].isdigit():
+            if in_matrix and cur is not None and _uint(toks[0]):
                 cells = [_cell(t) for t in toks[1:]]
                 if any(c == "bad" for c in cells) or len(cells) != len(cur.columns):
                     if idx == last_nonempty:
@@ -318,7 +323,7 @@ def _parse_json(text: str) -> NvbandwidthOutput:
             if not isinstance(entry, str):
                 continue
             # '0: NVIDIA H100 80GB HBM3 (00000000:1b:00): (hostname)'
-            m = re.match(r"^(\d+):\s*(.*)$", entry)
+            m = re.match(r"^([0-9]{1,18}):\s*(.*)$", entry)
             if m:
                 rest, host = m.group(2).strip(), None
                 if rest.endswith(")") and "): (" in rest:
@@ -350,9 +355,11 @@ def _parse_json(text: str) -> NvbandwidthOutput:
                 width = max(width, len(cells))
             test.columns = list(range(width))
         total = case.get("sum")
-        if isinstance(total, (int, float)) and not isinstance(total, bool) and math.isfinite(total):
-            test.sum_gbps = float(total)
-            test.sum_reported = True
+        if isinstance(total, (int, float)) and not isinstance(total, bool):
+            value = _cell(repr(float(total))) if abs(total) < 1e300 else None
+            if isinstance(value, float):
+                test.sum_gbps = value
+                test.sum_reported = True
         _finish(test)
         tests.append(test)
     errors = [root[k] for k in ("error",) if isinstance(root.get(k), str) and root[k]]

@@ -229,7 +229,8 @@ def test_init_failure_alone_is_recognised():
 
 def test_nccl_warn_in_unfinished_run_becomes_the_error():
     text = _head(ALL_REDUCE, 19) + (
-        "gpu-node1:4180122:4180200 [0] misc/socket.cc:50 NCCL WARN socketProgress: Connection closed by remote peer\n"
+        "gpu-node1:4180122:4180200 [0] misc/socket.cc:50 NCCL WARN "
+        "socketProgress: Connection closed by remote peer\n"
     )
     (run,) = parse_nccl_tests(text).runs
     assert run.warnings == ["socketProgress: Connection closed by remote peer"]
@@ -247,7 +248,8 @@ def test_truncated_output_is_incomplete_not_an_exception():
 
 def test_wrong_elements_and_failed_avg_check_make_the_run_not_ok():
     text = ALL_REDUCE.read_text()
-    row = "    33554432       4194304    double     sum      -1   182.87  183.49  321.10       0   182.88  183.48  321.08       0"
+    row = ("    33554432       4194304    double     sum      -1"
+           "   182.87  183.49  321.10       0   182.88  183.48  321.08       0")
     bad_row = row[:-1] + "7"  # in-place #wrong 7
     assert row in text
     (run,) = parse_nccl_tests(text.replace(row, bad_row)).runs
@@ -258,7 +260,8 @@ def test_wrong_elements_and_failed_avg_check_make_the_run_not_ok():
 
 def test_malformed_row_in_the_middle_is_a_parse_error_quoting_it():
     lines = ALL_REDUCE.read_text().splitlines(keepends=True)
-    lines[22] = "   134217728      16777216    double     sum      -1   564.78  2x7.64  415.88       0   564.84  237.62  415.83       0\n"
+    lines[22] = ("   134217728      16777216    double     sum      -1"
+                 "   564.78  2x7.64  415.88       0   564.84  237.62  415.83       0\n")
     with pytest.raises(ParseError) as exc:
         parse_nccl_tests("".join(lines))
     assert exc.value.line_no == 23
