@@ -610,6 +610,10 @@ def _parse_text(text: str) -> NcclTestsOutput:
                 run = new_run() if (cur is None or cur.finished or cur.config or cur.columns
                                     or cur.rows) else cur
                 run.config = _parse_config(line)
+                toks = line.lstrip("#").split()
+                for i, tok in enumerate(toks[:-1]):
+                    if tok.rstrip(":").lower() == "nranks":
+                        run.nranks_hint = _int(toks[i + 1])
                 continue
             m = _DEVICE_RE.match(line)
             if m:

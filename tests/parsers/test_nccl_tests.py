@@ -189,6 +189,17 @@ def test_multi_node_log_gives_one_run_per_test():
     assert all(r.in_place.wrong is None for r in out.runs[3].rows)
 
 
+def test_e_notation_and_nranks_in_header():
+    # nccl-tests prints times that do not fit 7 characters in e-notation (constructed edit)
+    text = OLD_A100.read_text().replace("    43557   98.61", "  4.4e+07   98.61")
+    (run,) = parse_nccl_tests(text).runs
+    assert run.rows[-1].out_of_place.time_us == 4.4e07
+    # a header that states nranks (some builds) is used when there are no device lines
+    text = "# nThread 1 nGpus 8 nranks 32 minBytes 8 maxBytes 128 step: 2(factor)\n" + OLD_A100.read_text()
+    (run,) = parse_nccl_tests(text).runs
+    assert run.nranks == 32 and run.config.ngpus == 8
+
+
 def test_crlf_and_tabs_parse_the_same():
     text = ALL_REDUCE.read_text()
     mangled = text.replace("\n", "\r\n").replace("    ", "\t")
