@@ -136,7 +136,7 @@ class NcclTestsOutput(ParsedOutput):
         return "\n".join(lines)
 
 
-# --------------------------------------------------------------------------- helpers
+# --------------------------------------------------------------------------- utilities
 _TYPE_SIZES = {
     "int8": 1, "uint8": 1, "char": 1, "f8e4m3": 1, "f8e5m2": 1, "fp8_e4m3": 1, "fp8_e5m2": 1,
     "half": 2, "float16": 2, "bfloat16": 2, "bf16": 2,

@@ -96,7 +96,7 @@ class NvbandwidthOutput(ParsedOutput):
         return "\n".join(lines)
 
 
-# --------------------------------------------------------------------------- helpers
+# --------------------------------------------------------------------------- utilities
 def _cell(tok: str) -> float | None | str:
     """A matrix cell: a float, None for 'N/A', or the string 'bad' when it is neither."""
     if tok.upper() == "N/A":
