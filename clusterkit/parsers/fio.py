@@ -99,7 +99,7 @@ class FioOutput(ParsedOutput):
 
 # --------------------------------------------------------------------------- shared helpers
 _ERR_LINE = re.compile(
-    r"^fio: pid=(\d+), err=(\d+)/(?:file:([^,]*), )?(?:func=([^,]*), )?error=(.*)$"
+    r"^fio: pid=(\d{1,18}), err=(\d{1,18})/(?:file:([^,]*), )?(?:func=([^,]*), )?error=(.*)$"
 )
 
 
@@ -109,7 +109,8 @@ def _error_line(line: str) -> Optional[tuple[int, int, str]]:
     if not m:
         return None
     pid, err, where, func, text = m.groups()
-    detail = ", ".join(p for p in (f"func={func}" if func else "", f"file:{where}" if where else "") if p)
+    parts = (f"func={func}" if func else "", f"file:{where}" if where else "")
+    detail = ", ".join(p for p in parts if p)
     msg = f"err={err}: {text.strip()}" + (f" ({detail})" if detail else "")
     return int(pid), int(err), msg
 
@@ -160,7 +161,7 @@ def _num(v: Any) -> Optional[float]:
 def _int(v: Any) -> Optional[int]:
     f = _num(v)
     if f is None:
-        if isinstance(v, str) and v.strip().isdigit() and len(v.strip()) < 19:
+        if isinstance(v, str) and v.strip().isdecimal() and len(v.strip()) < 19:
             return int(v.strip())
         return None
     return int(f) if abs(f) < 1e18 else None
@@ -221,13 +222,14 @@ def _parse_json(text: str, start: int, lines_before: list[str], first_line_no: i
         raise fail(TOOL, f"invalid JSON: {e.msg}", n, all_lines[n - 1]) from None
     except (ValueError, RecursionError):
         raise fail(TOOL, "invalid JSON", first_line_no, all_lines[first_line_no - 1]) from None
-    if not isinstance(data, dict) or not isinstance(data.get("jobs", data.get("client_stats")), list):
+    jobs = data.get("jobs", data.get("client_stats")) if isinstance(data, dict) else None
+    if not isinstance(jobs, list):
         raise fail(TOOL, "JSON without a 'jobs' list: not fio --output-format=json", first_line_no,
                    all_lines[first_line_no - 1])
     version = data.get("fio version")
     out = FioOutput(format="json", version=version if isinstance(version, str) else None)
     gopts = data.get("global options") if isinstance(data.get("global options"), dict) else {}
-    for raw in data.get("jobs", data.get("client_stats")):
+    for raw in jobs:
         if not isinstance(raw, dict):
             continue
         opts = raw.get("job options") if isinstance(raw.get("job options"), dict) else {}
@@ -271,23 +273,23 @@ _SI = {"": 1, "B": 1, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15}
 
 _JOB_DEF = re.compile(r"^(?P<name>\S.*?): \(g=(?P<g>\d+)\): (?P<rest>.*)$")
 _RESULT = re.compile(
-    r"^(?P<name>\S.*?): \(groupid=(?P<g>\d+), jobs=(?P<n>\d+)\): err=\s*(?P<err>\d+)"
+    r"^(?P<name>\S.*?): \(groupid=(?P<g>\d{1,18}), jobs=(?P<n>\d{1,18})\): err=\s*(?P<err>\d{1,18})\b"
 )
-_PID = re.compile(r": pid=(\d+)")
+_PID = re.compile(r": pid=(\d{1,18})\b")
 _DIR = re.compile(r"^\s*(read|write|trim)\s*:\s*(.*)$")
 _FIO3 = re.compile(
     rf"IOPS=(?P<iops>{_NUM})(?P<isfx>[kKMG]?), BW=(?P<bw>{_NUM})(?P<bwu>[KMGTP]?i?B?)/s"
     rf"(?: \((?P<si>{_NUM})(?P<siu>[kKMGTP]?B?)/s\))?"
-    rf"(?:\((?P<io>{_NUM})(?P<iou>[KMGTP]?i?B?)/(?P<rt>\d+)msec\))?"
+    rf"(?:\((?P<io>{_NUM})(?P<iou>[KMGTP]?i?B?)/(?P<rt>\d{1,18})msec\))?"
 )
 _FIO2_BW = re.compile(rf"\bbw=(?P<bw>{_NUM})(?P<u>[KMGTP]?i?B?)/s")
 _FIO2_IOPS = re.compile(rf"\biops=(?P<iops>{_NUM})(?P<sfx>[kKM]?)")
 _FIO2_IO = re.compile(rf"\bio=(?P<io>{_NUM})(?P<u>[KMGTP]?i?B?)")
-_FIO2_RT = re.compile(r"\brunt=\s*(\d+)msec")
+_FIO2_RT = re.compile(r"\brunt=\s*(\d{1,18})msec")
 _LAT = re.compile(rf"^\s*(slat|clat|lat)\s*\((nsec|usec|msec)\):\s*min=.*?avg=\s*({_NUM})")
 _PCT_HEAD = re.compile(r"^\s*clat percentiles \((nsec|usec|msec)\):")
 _PCT = re.compile(r"(\d+\.\d+)th=\[\s*(\d+)\]")
-_DISK = re.compile(r"^\s*(\S+): ios=(\d+)/(\d+)\b.*?(?:util=(" + _NUM + r")%)?$")
+_DISK = re.compile(r"^\s*(\S+): ios=(\d{1,18})/(\d{1,18})\b.*?(?:util=(" + _NUM + r")%)?$")
 _VERSION = re.compile(r"^fio-\d+\.\d+\S*$")
 _SCALE_US = {"nsec": 1e-3, "usec": 1.0, "msec": 1e3}
 
@@ -298,6 +300,11 @@ def _unit_mult(unit: str, si: bool) -> float:
     if si:
         u = u.rstrip("I")
     return table.get(u, 1)
+
+
+def _bytes(value: str, mult: float) -> Optional[int]:
+    v = float(value) * mult
+    return int(v) if v < 1e18 else None
 
 
 def _iops(value: str, sfx: str) -> float:
@@ -358,7 +365,7 @@ def _parse_text(lines: list[str]) -> FioOutput:
             d = defs.get(name, {})
             job = FioJob(name=name, group_id=int(m.group("g")), error_code=int(m.group("err")),
                          rw=d.get("rw"), ioengine=d.get("ioengine"), block_size=d.get("bs"),
-                         iodepth=int(d["iodepth"]) if d.get("iodepth", "").isdigit() else None)
+                         iodepth=_int(d.get("iodepth")))
             tail = ln[m.end():]
             if job.error_code:
                 job.errors = 1
@@ -399,7 +406,7 @@ def _parse_text(lines: list[str]) -> FioOutput:
                 setattr(job, f"{direction}_bw_bytes", bw)
                 if direction != "trim" and m3.group("io") is not None:
                     setattr(job, f"{direction}_io_bytes",
-                            int(float(m3.group("io")) * _unit_mult(m3.group("iou"), si=False)))
+                            _bytes(m3.group("io"), _unit_mult(m3.group("iou"), si=False)))
                     setattr(job, f"{direction}_runtime_ms", int(m3.group("rt")))
                 continue
             mb = _FIO2_BW.search(body)
@@ -415,7 +422,7 @@ def _parse_text(lines: list[str]) -> FioOutput:
                     mio = _FIO2_IO.search(body)
                     if mio:
                         setattr(job, f"{direction}_io_bytes",
-                                int(float(mio.group("io")) * _unit_mult(mio.group("u"), si=False)))
+                                _bytes(mio.group("io"), _unit_mult(mio.group("u"), si=False)))
                     mrt = _FIO2_RT.search(body)
                     if mrt:
                         setattr(job, f"{direction}_runtime_ms", int(mrt.group(1)))
@@ -424,7 +431,8 @@ def _parse_text(lines: list[str]) -> FioOutput:
             m = _LAT.match(ln)
             if m:
                 if m.group(1) == "lat":
-                    setattr(job, f"{direction}_lat_mean_us", float(m.group(3)) * _SCALE_US[m.group(2)])
+                    us = float(m.group(3)) * _SCALE_US[m.group(2)]
+                    setattr(job, f"{direction}_lat_mean_us", us)
                 continue
             m = _PCT_HEAD.match(ln)
             if m:

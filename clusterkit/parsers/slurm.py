@@ -39,7 +39,7 @@ _ELISIONS = ("...", "[...]", "…", "[…]")
 
 
 def parse_state(raw: Any) -> tuple[Optional[str], list[str]]:
-    """(base state lowercased, flags) of a printed state ('IDLE+DRAIN', 'down~', ['IDLE', 'DRAIN'])."""
+    """(base state lowercased, flags) of a state: 'IDLE+DRAIN', 'down~', ['IDLE', 'DRAIN']."""
     if isinstance(raw, list):
         words = [w.strip() for w in raw if isinstance(w, str) and w.strip()]
         if not words:
@@ -105,7 +105,7 @@ def _int(v: Any) -> Optional[int]:
             return None
         v = v.get("number")
         return _int(v) if not isinstance(v, dict) else None
-    if isinstance(v, str) and v.strip().isdigit() and len(v.strip()) < 19:
+    if isinstance(v, str) and v.strip().isdecimal() and len(v.strip()) < 19:
         return int(v.strip())
     return None
 
@@ -231,10 +231,10 @@ def _fill_row(row: SinfoRow, name: str, value: Optional[str]) -> None:
         row.partitions = [row.partition] if row.partition else []
     elif attr == "nodes_aiot":
         total = value.rsplit("/", 1)[-1]
-        row.nodes = int(total) if value.count("/") == 3 and total.isdigit() and len(total) < 12 \
+        row.nodes = int(total) if value.count("/") == 3 and total.isdecimal() and len(total) < 12 \
             else None
     elif attr == "nodes":
-        row.nodes = int(value) if value.isdigit() and len(value) < 12 else None
+        row.nodes = int(value) if value.isdecimal() and len(value) < 12 else None
     elif attr == "state":
         row.state_raw = value
         row.state, row.state_flags = parse_state(value)
@@ -402,7 +402,8 @@ def _json_sinfo_entry(entry: dict) -> SinfoRow:
 
 
 def parse_sinfo(text: str) -> SinfoOutput:
-    """Parse ``sinfo`` text (default, ``-N``, ``-R``, ``-l``, ``-o`` with a header) or ``--json``."""
+    """Parse ``sinfo`` text (default, ``-N``, ``-R``, ``-l``, ``-s``, ``-o`` with a header) or
+    ``--json``."""
     lines = split_lines(text)
     for no, ln in enumerate(lines, 1):
         if ln.strip():

@@ -220,7 +220,7 @@ def _split_pid_name(rest: str) -> tuple[Optional[int], Optional[str], str]:
         tok = rest[4:] if i < 0 else rest[4:i]
         rest = "" if i < 0 else rest[i + 2:]
         tok = tok.strip("'\"")
-        if tok.isdigit() and len(tok) < 12:
+        if tok.isdecimal() and len(tok) < 12:
             pid = int(tok)
         if rest.startswith("name="):
             j = rest.find(", ")
