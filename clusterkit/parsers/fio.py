@@ -280,7 +280,7 @@ _DIR = re.compile(r"^\s*(read|write|trim)\s*:\s*(.*)$")
 _FIO3 = re.compile(
     rf"IOPS=(?P<iops>{_NUM})(?P<isfx>[kKMG]?), BW=(?P<bw>{_NUM})(?P<bwu>[KMGTP]?i?B?)/s"
     rf"(?: \((?P<si>{_NUM})(?P<siu>[kKMGTP]?B?)/s\))?"
-    rf"(?:\((?P<io>{_NUM})(?P<iou>[KMGTP]?i?B?)/(?P<rt>\d{1,18})msec\))?"
+    rf"(?:\((?P<io>{_NUM})(?P<iou>[KMGTP]?i?B?)/(?P<rt>\d{{1,18}})msec\))?"
 )
 _FIO2_BW = re.compile(rf"\bbw=(?P<bw>{_NUM})(?P<u>[KMGTP]?i?B?)/s")
 _FIO2_IOPS = re.compile(rf"\biops=(?P<iops>{_NUM})(?P<sfx>[kKM]?)")
