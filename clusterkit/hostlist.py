@@ -47,7 +47,7 @@ _SEPARATORS = frozenset(", \t")  # Slurm: hostlist_create(str) splits on "\t, "
 _DIGITS = frozenset("0123456789")
 _ULONG_MAX = 2**64 - 1
 #: Steps allowed to Slurm's duplicate-splitting step of fold() (a second or two).
-_COALESCE_BUDGET = 5_000_000
+_COALESCE_BUDGET = 2_000_000
 
 
 # --------------------------------------------------------------------------- errors
@@ -182,7 +182,7 @@ def _parse_token(expr: str, tok: str) -> _Token:
         pos = rb + 1
     tail = tok[pos:]
     if tail:
-        raise _bad(expr, f"text {tail!r} after the last ']' in {_show(tok)} (Slurm allows none)")
+        raise _bad(expr, f"{tail!r} follows the last ']' in {_show(tok)}; Slurm allows nothing there")
     texts.append("")
     for g in groups[:-1]:
         if sum(hi - lo + 1 for lo, hi, _ in g) > MAX_PREFIX_COUNT:
@@ -212,9 +212,10 @@ def _parse_ranges(expr: str, tok: str, body: str) -> list[tuple[int, int, int]]:
         lo_s, dash, hi_s = piece.partition("-")
         if not dash:
             hi_s = lo_s
+        if piece == "":
+            raise _bad(expr, f"empty range in {_show(tok)}")
         if not _all_digits(lo_s) or not _all_digits(hi_s):
-            what = repr(piece) if piece else "an empty range"
-            raise _bad(expr, f"{what} in {_show(tok)} is not NUMBER or NUMBER-NUMBER")
+            raise _bad(expr, f"{piece!r} in {_show(tok)} is not NUMBER or NUMBER-NUMBER")
         lo, hi = int(lo_s), int(hi_s)
         if max(lo, hi) > MAX_NUMBER:
             raise _bad(expr, f"number {max(lo, hi)} in {_show(tok)} is above {MAX_NUMBER}")
