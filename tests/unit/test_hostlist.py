@@ -87,7 +87,11 @@ FOLD_CASES = [
     ("n1,n,n2", "n,n[1-2]", "n1,n,n2"),
     ("gpu-10,gpu-9,gpu-010,gpu-09", "gpu-[9,09-10,010]", "gpu-[10,9,010,09]"),
     ("N1,n1,M2", "M2,N1,n1", "N1,n1,M2"),
-    ("rack01-gpu1,rack1-gpu1,rack001-gpu1", "rack001-gpu1,rack01-gpu1,rack1-gpu1", "rack01-gpu1,rack1-gpu1,rack001-gpu1"),
+    (
+        "rack01-gpu1,rack1-gpu1,rack001-gpu1",
+        "rack001-gpu1,rack01-gpu1,rack1-gpu1",
+        "rack01-gpu1,rack1-gpu1,rack001-gpu1",
+    ),
     ("a01x,a1x", "a01x,a1x", "a01x,a1x"),
     ("é1,e1,f1,z1", "é1,e1,f1,z1", "é1,e1,f1,z1"),  # Slurm compares signed chars
     ("n1,n2,n3,n2,n3,n4", "n[1-2,2-3,3-4]", "n[1-3,2-4]"),
