@@ -15,7 +15,7 @@ The reference is Slurm 22.05 (Debian 12), checked name for name against ``scontr
 Where Slurm accepts nonsense (``n[1-2`` gives ``n]``, ``n[ 1-2]`` gives ``n01``, numbers past
 2**31 get lost when sorting), :class:`~clusterkit.errors.HostlistError` is raised instead;
 docs/commands/hosts.md lists every such case. Names are plain strings, never evaluated.
-Everything here is a linear scan: no regular expressions, no recursion on input size.
+Parsing is one linear scan (no regular expressions, no recursion on input size).
 """
 
 from __future__ import annotations

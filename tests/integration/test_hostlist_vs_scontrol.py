@@ -317,6 +317,17 @@ def test_a_shuffled_thousand_names_fold_like_scontrol(scontrol: Scontrol) -> Non
     assert hostlist.expand(folded) == scontrol.show("hostnames", folded)
 
 
+def test_many_prefixes_with_digits_fold_like_scontrol(scontrol: Scontrol) -> None:
+    # over 64 distinct prefixes with digits: fold() replays glibc's merge sort
+    rng = random.Random(7)
+    names = [f"p{i}q{rng.randint(0, 30):0{rng.randint(0, 3)}d}" for i in range(90) for _ in range(3)]
+    names += [f"p0{i}q{j}" for i in range(12) for j in range(3)] + ["p07q1", "p7q01", "p07q1"]
+    rng.shuffle(names)
+    joined = ",".join(names)
+    assert [hostlist.fold(names)] == scontrol.show("hostlistsorted", joined)
+    assert [hostlist.fold(names, sort=False)] == scontrol.show("hostlist", joined)
+
+
 # --------------------------------------------------------------------------- generated
 _SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -7,6 +7,8 @@ re-checks them against the real binary where it is installed).
 
 from __future__ import annotations
 
+from unittest import mock
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -293,6 +295,17 @@ def test_fold_then_expand_gives_the_names_back(names: list[str]) -> None:
     assert hostlist.expand(hostlist.fold(names)) == sorted(names, key=_slurm_order)
     unique = hostlist.expand(hostlist.fold(names, unique=True))
     assert unique == sorted(set(names), key=_slurm_order)
+
+
+_DIGIT_PREFIXES = st.sampled_from(["rack1-n", "rack01-n", "rack001-n", "rack10-n", "a1b", "a01b", "x0-", "n", ""])
+
+
+@_SETTINGS
+@given(st.lists(st.builds(lambda p, n: p + n, _DIGIT_PREFIXES, _NUMBERS), min_size=1, max_size=40))
+def test_fast_sort_agrees_with_replayed_merge_sort(names: list[str]) -> None:
+    fast = hostlist.fold(names)
+    with mock.patch.object(hostlist._Comparator, "sort_key", lambda self, ranges: None):
+        assert hostlist.fold(names) == fast
 
 
 @_SETTINGS
