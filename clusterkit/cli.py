@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
 def hosts_cmd(do_fold: bool, exprs: tuple[str, ...]) -> int:
     """Expand a hostlist expression one name per line, or fold names (--fold).
 
-    Like `scontrol show hostnames` / `scontrol show hostlist`.
+    Like `scontrol show hostnames` / `scontrol show hostlistsorted`.
     """
     from clusterkit import hostlist
 

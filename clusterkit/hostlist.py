@@ -666,3 +666,13 @@ _NUM_RUNS = re.compile(r"(\d+)")
 def natural_key(name: str) -> tuple:
     """Sort key that orders gpu-2 before gpu-10 and keeps text order otherwise."""
     return tuple((0, int(p), len(p)) if p.isdigit() else (1, p, 0) for p in _NUM_RUNS.split(name) if p)
+
+
+def fold_display(names: Iterable[str]) -> str:
+    """:func:`fold` for reports: never raises. Names that cannot be folded (a node name from an
+    inventory may hold anything) are listed as they are, comma-separated."""
+    names = list(names)
+    try:
+        return fold(names, unique=True)
+    except HostlistError:
+        return ",".join(names)

@@ -38,7 +38,7 @@ class Inventory(_Strict):
 def nodes_from_hostlist(expr: str) -> list[Node]:
     from clusterkit import hostlist
 
-    return [Node(name=n) for n in hostlist.expand(expr)]
+    return [Node(name=n) for n in hostlist.expand(expr, unique=True)]
 
 
 def parse_inventory(text: str, origin: str) -> list[Node]:

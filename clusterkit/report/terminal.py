@@ -75,9 +75,9 @@ def _escape(m: "re.Match[str]") -> str:
 
 
 def _fold(names: Iterable[str]) -> str:
-    from clusterkit.hostlist import fold
+    from clusterkit.hostlist import fold_display
 
-    return fold(list(names))
+    return fold_display(names)
 
 
 def _fmt_scalar(v: Any) -> str:

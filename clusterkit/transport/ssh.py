@@ -96,6 +96,7 @@ class SSHTransport:
         self._connect_timeout = connect_timeout
         self._accept_new = accept_new
         self._reject_cls, self._accept_cls = _make_policies()
+        self._lock = threading.Lock()
 
     # -- host keys ---------------------------------------------------------------------------
     def _known_hosts_files(self, ssh_cfg: dict[str, Any]) -> tuple[list[str], list[str]]:
@@ -125,7 +126,7 @@ class SSHTransport:
     def _connection(self, node: Node) -> Any:
         import fabric
 
-        kwargs: dict[str, Any] = {"config": self._config, "connect_timeout": self._connect_timeout}
+        kwargs: dict[str, Any] = {"connect_timeout": self._connect_timeout}
         user = node.user or self._user
         if user:
             kwargs["user"] = user
@@ -134,7 +135,10 @@ class SSHTransport:
         if self._identity:
             kwargs["connect_kwargs"] = {"key_filename": [self._identity]}
         try:
-            conn = fabric.Connection(node.address, **kwargs)
+            # invoke's Config is not thread-safe: every connection gets its own copy, made
+            # (with the ssh_config lookup) under a lock. Opening and running need no lock.
+            with self._lock:
+                conn = fabric.Connection(node.address, config=self._config.clone(), **kwargs)
         except Exception as e:  # noqa: BLE001 - bad ssh_config values surface here
             raise ConfigError(f"ssh settings for {node.name}: {e}") from None
         self._harden(conn)

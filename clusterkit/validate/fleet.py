@@ -35,7 +35,7 @@ def _majority(groups: dict[Any, list[str]]) -> Any:
 
 
 def _describe(groups: dict[Any, list[str]]) -> str:
-    from clusterkit.hostlist import fold
+    from clusterkit.hostlist import fold_display as fold
 
     parts = sorted(groups.items(), key=lambda kv: -len(kv[1]))
     return "; ".join(f"{v} on {fold(nodes)}" for v, nodes in parts)

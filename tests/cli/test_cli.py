@@ -159,3 +159,12 @@ def test_version_and_help():
     for opt in ("--sim", "--nodes", "--inventory", "--exclude", "--ssh-config", "--user", "--identity",
                 "--fanout", "--json", "--output", "--junit", "--accept-new-hostkeys"):
         assert opt in h
+
+
+def test_terminal_report_survives_unfoldable_node_names(tmp_path):
+    # names an inventory may hold but a hostlist cannot fold are listed as they are
+    fleet = tmp_path / "f.yaml"
+    fleet.write_text("nodes: 'n[1-2]'\nfaults:\n  - {node: 'n[1-2]', kind: memory_gib, value: 10}\n")
+    p = ck("validate", "--sim", str(fleet), "--nodes", "n1,n2,n2")
+    assert p.returncode == 1 and "n[1-2]" in p.stdout and "Traceback" not in p.stderr
+    assert "2 nodes:" in p.stdout
