@@ -1,21 +1,29 @@
-"""SSH transport on fabric/paramiko, strict about host keys.
+"""SSH transport on paramiko, strict about host keys.
 
-Fabric resolves each node through ssh_config (HostName, Port, User, IdentityFile, ProxyJump,
-ConnectTimeout) and keys or the agent authenticate. Fabric itself accepts any host key
-(AutoAddPolicy) and reads no known_hosts, so every connection — ProxyJump hops included — is
-hardened before use: known_hosts is loaded (ssh_config's UserKnownHostsFile and
-GlobalKnownHostsFile, else ~/.ssh/known_hosts and /etc/ssh/ssh_known_hosts) and an unknown or
-changed key is refused before anything runs. ``accept_new=True`` (``--accept-new-hostkeys``) is
-the explicit opt-in that records unknown keys, like OpenSSH's ``accept-new``; a *changed* key is
-refused even then.
+ssh_config is honoured for each node (HostName, Port, User, IdentityFile, IdentitiesOnly,
+ProxyJump, ProxyCommand, UserKnownHostsFile, GlobalKnownHostsFile); keys or the agent
+authenticate. The file is parsed once and each host is resolved once per run. (fabric's
+Connection was used at first; it deep-copies its Config and re-resolves the whole ssh_config for
+every connection, and its Config is not thread-safe: at 128 nodes the controller spent more
+CPU there than on SSH itself.)
+
+Host keys: the known_hosts files (ssh_config's UserKnownHostsFile and GlobalKnownHostsFile, else
+~/.ssh/known_hosts and /etc/ssh/ssh_known_hosts) are read once; every connection — ProxyJump
+hops included — checks the server's key against them and refuses an unknown or changed key
+before anything runs. ``accept_new=True`` (``--accept-new-hostkeys``) is the explicit opt-in that
+records unknown keys, like OpenSSH's ``accept-new``; a *changed* key is refused even then.
 
 The command is sent as one string (SSH carries no argv): ``shlex.join(argv)``, so every name is
 quoted for the remote shell and nothing is interpolated. The channel is read directly (no
-threads per command) with one deadline for the whole command.
+threads per command) with one deadline for the whole command, connection included.
 """
 
 from __future__ import annotations
 
+import base64
+import getpass
+import hashlib
+import logging
 import os
 import select
 import shlex
@@ -29,40 +37,88 @@ from clusterkit.models import Node
 from clusterkit.transport import CommandResult
 
 MAX_OUTPUT = 32 * 1024 * 1024  # bytes of stdout kept per command
-_KNOWN_HOSTS_LOCK = threading.Lock()
+MAX_STDERR = 1024 * 1024
+
+# paramiko logs connection failures with tracebacks through the logging module; the transport
+# reports them itself, once, in the node's report.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
+logging.getLogger("paramiko").propagate = False
 
 
 def _fingerprint(key: Any) -> str:
-    import base64
-    import hashlib
-
     digest = hashlib.sha256(key.asbytes()).digest()
     return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
 
 
-def _make_policies():
+def _split_paths(value: Any, default: list[str]) -> list[str]:
+    if not value:
+        return [os.path.expanduser(p) for p in default]
+    items = value if isinstance(value, list) else str(value).split()
+    return [os.path.expanduser(p) for p in items if p.lower() != "none"]
+
+
+class _KnownHosts:
+    """known_hosts files read once, shared by every connection (read-only after loading)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._cache: dict[tuple[str, ...], Any] = {}
+
+    def keys_for(self, paths: list[str]) -> Any:
+        import paramiko
+
+        key = tuple(paths)
+        with self._lock:
+            if key not in self._cache:
+                hk = paramiko.HostKeys()
+                for path in paths:
+                    if os.path.isfile(path):
+                        try:
+                            hk.load(path)
+                        except Exception as e:  # noqa: BLE001 - corrupt file: one clear line
+                            raise ConfigError(f"known_hosts {path}: {e}") from None
+                self._cache[key] = hk
+            return self._cache[key]
+
+    def add(self, paths: list[str], record_to: Optional[str], hostname: str, key: Any) -> None:
+        with self._lock:
+            self._cache[tuple(paths)].add(hostname, key.get_name(), key)
+            if record_to:
+                os.makedirs(os.path.dirname(os.path.abspath(record_to)), exist_ok=True)
+                with open(record_to, "a", encoding="utf-8") as fh:
+                    fh.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
+
+
+def _policy(known: _KnownHosts, paths: list[str], accept_new: bool, record_to: Optional[str]) -> Any:
+    """A paramiko policy that does all host-key checking against the shared known_hosts.
+
+    The SSHClient is given no host keys of its own, so paramiko hands every server key to this
+    policy: a listed matching key passes, a listed different key is a changed key (refused
+    always), an unlisted host is unknown (refused unless accept_new).
+    """
     import paramiko
 
-    class RejectUnknown(paramiko.MissingHostKeyPolicy):
+    class Policy(paramiko.MissingHostKeyPolicy):
         def missing_host_key(self, client, hostname, key):  # noqa: D401 - paramiko API
+            listed = known.keys_for(paths).lookup(hostname)
+            if listed is not None and key.get_name() in listed:
+                if listed[key.get_name()] == key:
+                    return
+                raise HostKeyError(
+                    f"host key for {hostname} CHANGED: got {key.get_name()} {_fingerprint(key)}, "
+                    "known_hosts has another; refusing (reinstalled node or man-in-the-middle)")
+            if listed is not None and not accept_new:
+                raise HostKeyError(
+                    f"host key for {hostname} CHANGED: got {key.get_name()} {_fingerprint(key)}, "
+                    f"known_hosts lists only {', '.join(sorted(listed.keys()))}; refusing")
+            if accept_new and listed is None:
+                known.add(paths, record_to, hostname, key)
+                return
             raise HostKeyError(
                 f"unknown host key for {hostname} ({key.get_name()} {_fingerprint(key)}): not in "
                 "known_hosts; verify and add it, or pass --accept-new-hostkeys")
 
-    class AcceptNew(paramiko.MissingHostKeyPolicy):
-        def __init__(self, path: Optional[str]) -> None:
-            self.path = path
-
-        def missing_host_key(self, client, hostname, key):
-            client.get_host_keys().add(hostname, key.get_name(), key)
-            if self.path:
-                line = f"{hostname} {key.get_name()} {key.get_base64()}\n"
-                with _KNOWN_HOSTS_LOCK:
-                    os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-                    with open(self.path, "a", encoding="utf-8") as fh:
-                        fh.write(line)
-
-    return RejectUnknown, AcceptNew
+    return Policy()
 
 
 class SSHTransport:
@@ -77,100 +133,160 @@ class SSHTransport:
         connect_timeout: float = 10.0,
         accept_new: bool = False,
     ) -> None:
-        import fabric
+        import paramiko
 
         if ssh_config is not None and not os.path.isfile(ssh_config):
             raise ConfigError(f"ssh config {ssh_config}: no such file")
         if identity is not None and not os.path.isfile(identity):
             raise ConfigError(f"identity {identity}: no such file")
-        overrides: dict[str, Any] = {"load_ssh_configs": True}
-        try:
-            if ssh_config is not None:
-                self._config = fabric.Config(runtime_ssh_path=ssh_config, overrides=overrides)
-            else:
-                self._config = fabric.Config(overrides=overrides)
-        except Exception as e:  # noqa: BLE001 - paramiko's parser raises assorted errors
-            raise ConfigError(f"ssh config {ssh_config}: {e}") from None
+        path = ssh_config or os.path.expanduser("~/.ssh/config")
+        self._config = paramiko.SSHConfig()
+        if os.path.isfile(path):
+            try:
+                self._config = paramiko.SSHConfig.from_path(path)
+            except Exception as e:  # noqa: BLE001 - paramiko's parser raises assorted errors
+                raise ConfigError(f"ssh config {path}: {e}") from None
         self._user = user
         self._identity = identity
         self._connect_timeout = connect_timeout
         self._accept_new = accept_new
-        self._reject_cls, self._accept_cls = _make_policies()
+        self._known = _KnownHosts()
         self._lock = threading.Lock()
+        self._resolved: dict[str, dict[str, Any]] = {}
 
-    # -- host keys ---------------------------------------------------------------------------
-    def _known_hosts_files(self, ssh_cfg: dict[str, Any]) -> tuple[list[str], list[str]]:
-        user = ssh_cfg.get("userknownhostsfile")
-        glob = ssh_cfg.get("globalknownhostsfile")
-        users = (user if isinstance(user, list) else str(user).split()) if user else ["~/.ssh/known_hosts"]
-        globs = (glob if isinstance(glob, list) else str(glob).split()) if glob else ["/etc/ssh/ssh_known_hosts"]
-        return [os.path.expanduser(p) for p in users], [os.path.expanduser(p) for p in globs]
-
-    def _harden(self, conn: Any) -> None:
-        """Strict host keys on this connection and on every ProxyJump hop behind it."""
-        while conn is not None and not isinstance(conn, str):
-            client = conn.client
-            users, globs = self._known_hosts_files(conn.ssh_config)
-            for path in globs + users:
-                if os.path.isfile(path):
-                    try:
-                        client.load_system_host_keys(path)
-                    except Exception as e:  # noqa: BLE001 - a corrupt known_hosts is a config error
-                        raise ConfigError(f"known_hosts {path}: {e}") from None
-            if self._accept_new:
-                client.set_missing_host_key_policy(self._accept_cls(users[0] if users else None))
-            else:
-                client.set_missing_host_key_policy(self._reject_cls())
-            conn = conn.gateway
-
-    def _connection(self, node: Node) -> Any:
-        import fabric
-
-        kwargs: dict[str, Any] = {"connect_timeout": self._connect_timeout}
-        user = node.user or self._user
-        if user:
-            kwargs["user"] = user
-        if node.port:
-            kwargs["port"] = node.port
-        if self._identity:
-            kwargs["connect_kwargs"] = {"key_filename": [self._identity]}
-        try:
-            # invoke's Config is not thread-safe: every connection gets its own copy, made
-            # (with the ssh_config lookup) under a lock. Opening and running need no lock.
+    # -- configuration ------------------------------------------------------------------------
+    def resolve(self, host: str) -> dict[str, Any]:
+        """ssh_config options for ``host`` (cached: each host is looked up once)."""
+        with self._lock:
+            opts = self._resolved.get(host)
+        if opts is None:
+            try:
+                opts = dict(self._config.lookup(host))
+            except Exception as e:  # noqa: BLE001
+                raise ConfigError(f"ssh config for {host}: {e}") from None
             with self._lock:
-                conn = fabric.Connection(node.address, config=self._config.clone(), **kwargs)
-        except Exception as e:  # noqa: BLE001 - bad ssh_config values surface here
-            raise ConfigError(f"ssh settings for {node.name}: {e}") from None
-        self._harden(conn)
-        return conn
+                self._resolved[host] = opts
+        return opts
 
-    def _open(self, conn: Any, node: Node) -> None:
+    def _target(self, host: str, *, user: Optional[str] = None, port: Optional[int] = None
+                ) -> dict[str, Any]:
+        o = self.resolve(host)
+        try:
+            resolved_port = int(port or o.get("port") or 22)
+        except ValueError:
+            raise ConfigError(f"ssh config for {host}: bad Port {o.get('port')!r}") from None
+        identities = [os.path.expanduser(p) for p in o.get("identityfile", [])]
+        if self._identity:
+            identities.insert(0, self._identity)
+        identities_only = str(o.get("identitiesonly", "no")).lower() == "yes"
+        users = _split_paths(o.get("userknownhostsfile"), ["~/.ssh/known_hosts"])
+        globs = _split_paths(o.get("globalknownhostsfile"), ["/etc/ssh/ssh_known_hosts"])
+        return {
+            "alias": host,
+            "hostname": o.get("hostname", host),
+            "port": resolved_port,
+            "user": self._user or user or o.get("user") or getpass.getuser(),
+            "identities": [p for p in identities if os.path.isfile(p)],
+            "identities_only": identities_only,
+            "known_hosts": globs + users,
+            "record_to": users[0] if users else None,
+            "proxyjump": o.get("proxyjump"),
+            "proxycommand": o.get("proxycommand"),
+        }
+
+    # -- connecting ------------------------------------------------------------------------
+    def _client(self, t: dict[str, Any], sock: Any, node: Node) -> Any:
         import paramiko
 
+        client = paramiko.SSHClient()
+        client.set_missing_host_key_policy(
+            _policy(self._known, t["known_hosts"], self._accept_new, t["record_to"]))
+        kwargs: dict[str, Any] = dict(
+            hostname=t["hostname"], port=t["port"], username=t["user"], timeout=self._connect_timeout,
+            banner_timeout=self._connect_timeout, auth_timeout=self._connect_timeout,
+            channel_timeout=self._connect_timeout, sock=sock,
+        )
+        if t["identities"]:
+            kwargs["key_filename"] = t["identities"]
+            kwargs["look_for_keys"] = False
+            kwargs["allow_agent"] = not t["identities_only"]
         try:
-            conn.open()
+            client.connect(**kwargs)
         except (HostKeyError, ConfigError) as e:
             e.node = node.name
+            client.close()
             raise
-        except paramiko.BadHostKeyException as e:
-            raise HostKeyError(
-                f"host key for {e.hostname} CHANGED: got {e.key.get_name()} {_fingerprint(e.key)}, "
-                "known_hosts has another; refusing (reinstalled node or man-in-the-middle)",
-                node=node.name) from None
-        except paramiko.AuthenticationException as e:
-            raise AuthError(f"authentication failed for {conn.user}@{conn.host}: {e}", node=node.name) from None
-        except paramiko.ssh_exception.NoValidConnectionsError as e:
+        except Exception as e:  # noqa: BLE001 - translated below
+            client.close()
+            raise self._translate(e, t, node) from None
+        return client
+
+    def _translate(self, e: Exception, t: dict[str, Any], node: Node) -> Exception:
+        import paramiko
+
+        where = f"{t['hostname']}:{t['port']}"
+        if isinstance(e, paramiko.AuthenticationException):
+            return AuthError(f"authentication failed for {t['user']}@{where}: {e}", node=node.name)
+        if isinstance(e, paramiko.ssh_exception.NoValidConnectionsError):
             why = "; ".join(sorted({(err.strerror or str(err)) for err in e.errors.values()})) or "refused"
-            raise ConnectError(f"cannot connect to {conn.host}:{conn.port}: {why}", node=node.name) from None
-        except (socket.timeout, TimeoutError):
-            raise ConnectError(f"connect to {conn.host}:{conn.port} timed out after {self._connect_timeout:g}s",
-                               node=node.name) from None
-        except socket.gaierror as e:
-            raise ConnectError(f"cannot resolve {conn.host}: {e.strerror or e}", node=node.name) from None
-        except paramiko.SSHException as e:
-            raise ConnectError(f"SSH error with {conn.host}:{conn.port}: {e}", node=node.name) from None
-        except OSError as e:
-            raise ConnectError(f"cannot connect to {conn.host}:{conn.port}: {e.strerror or e}",
+            return ConnectError(f"cannot connect to {where}: {why}", node=node.name)
+        if isinstance(e, (socket.timeout, TimeoutError)):
+            return ConnectError(f"connect to {where} timed out after {self._connect_timeout:g}s", node=node.name)
+        if isinstance(e, socket.gaierror):
+            return ConnectError(f"cannot resolve {t['hostname']}: {e.strerror or e}", node=node.name)
+        if isinstance(e, paramiko.SSHException):
+            text = " ".join(str(e).split())
+            if "banner" in text.lower() or text == "No existing session":
+                return ConnectError(f"no SSH handshake with {where} within {self._connect_timeout:g}s: the "
+                                    f"server sent no SSH banner or closed the connection ({text})",
+                                    node=node.name)
+            return ConnectError(f"SSH error with {where}: {text}", node=node.name)
+        if isinstance(e, OSError):
+            return ConnectError(f"cannot connect to {where}: {e.strerror or e}", node=node.name)
+        return ConnectError(f"cannot connect to {where}: {type(e).__name__}: {e}", node=node.name)
+
+    def _connect(self, node: Node) -> tuple[Any, list[Any]]:
+        """The connected client for ``node`` and every client opened on the way (to close)."""
+        import paramiko
+
+        t = self._target(node.address, user=node.user, port=node.port)
+        opened: list[Any] = []
+        sock: Any = None
+        try:
+            jump = t["proxyjump"]
+            if jump and str(jump).lower() != "none":
+                # user@host:port,user@host:port,... each hop reached through the one before
+                chain = []
+                for hop in (h.strip() for h in str(jump).split(",") if h.strip()):
+                    hop_user, _, rest = hop.rpartition("@")
+                    hop_host, _, hop_port = rest.partition(":")
+                    try:
+                        port = int(hop_port) if hop_port else None
+                    except ValueError:
+                        raise ConfigError(f"ssh config for {node.address}: bad ProxyJump {hop!r}") from None
+                    chain.append(self._target(hop_host, user=hop_user or None, port=port))
+                chain.append(t)
+                for hop_t, next_t in zip(chain, chain[1:]):
+                    client = self._client(hop_t, sock, node)
+                    opened.append(client)
+                    sock = self._channel(client, next_t, node)
+            elif t["proxycommand"] and str(t["proxycommand"]).lower() != "none":
+                sock = paramiko.ProxyCommand(t["proxycommand"])
+            final = self._client(t, sock, node)
+            opened.append(final)
+            return final, opened
+        except BaseException:
+            for c in opened:
+                c.close()
+            raise
+
+    def _channel(self, client: Any, t: dict[str, Any], node: Node) -> Any:
+        """A direct-tcpip channel from a jump host to the next hop or the target."""
+        try:
+            return client.get_transport().open_channel(
+                "direct-tcpip", (t["hostname"], t["port"]), ("127.0.0.1", 0), timeout=self._connect_timeout)
+        except Exception as e:  # noqa: BLE001
+            raise ConnectError(f"jump host could not reach {t['hostname']}:{t['port']}: {e}",
                                node=node.name) from None
 
     # -- running -----------------------------------------------------------------------------
@@ -178,17 +294,17 @@ class SSHTransport:
             stdin: Optional[bytes] = None) -> CommandResult:
         started = time.monotonic()
         deadline = started + timeout
-        conn = self._connection(node)
+        client, opened = self._connect(node)
         try:
-            self._open(conn, node)
-            return self._exec(conn, node, argv, stdin, started, deadline, timeout)
+            return self._exec(client, node, argv, stdin, started, deadline, timeout)
         finally:
-            try:
-                conn.close()
-            except Exception:  # noqa: BLE001 - closing is best effort
-                pass
+            for c in reversed(opened):
+                try:
+                    c.close()
+                except Exception:  # noqa: BLE001 - closing is best effort
+                    pass
 
-    def _exec(self, conn: Any, node: Node, argv: list[str], stdin: Optional[bytes], started: float,
+    def _exec(self, client: Any, node: Node, argv: list[str], stdin: Optional[bytes], started: float,
               deadline: float, timeout: float) -> CommandResult:
         import paramiko
 
@@ -199,7 +315,7 @@ class SSHTransport:
             return rem
 
         try:
-            chan = conn.client.get_transport().open_session(timeout=left())
+            chan = client.get_transport().open_session(timeout=left())
             chan.exec_command(shlex.join(argv))
             if stdin:
                 chan.sendall(stdin)
@@ -218,7 +334,7 @@ class SSHTransport:
                 while chan.recv_stderr_ready():
                     data = chan.recv_stderr(65536)
                     got = True
-                    if len(err) < 1024 * 1024:
+                    if len(err) < MAX_STDERR:
                         err += data
                 if chan.eof_received and not chan.recv_ready() and not chan.recv_stderr_ready():
                     break

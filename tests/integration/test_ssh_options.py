@@ -49,6 +49,23 @@ def test_proxyjump_through_another_node(fleet, tmp_path):
     assert doc["nodes"][0]["facts"]["reported_name"] == "gpu-102"
 
 
+def test_proxyjump_chain_and_unknown_key_behind_a_jump(fleet, tmp_path):
+    ip = fleet.nodes["gpu-102"].ip
+    extra = (f"Host two-hops\n    HostName {ip}\n    ProxyJump jump-01,gpu-101\n    User {fleet.user}\n"
+             f"    IdentityFile {fleet.identity}\n    UserKnownHostsFile {fleet.known_hosts}\n"
+             f"Host no-key\n    HostName {ip}\n    ProxyJump jump-01\n    User {fleet.user}\n"
+             f"    IdentityFile {fleet.identity}\n    UserKnownHostsFile {tmp_path}/empty_known_hosts\n")
+    (tmp_path / "empty_known_hosts").write_text("")
+    cfg = _bare_config(fleet, tmp_path, keep_user=True, keep_identity=True, extra=extra)
+    p = clusterkit("validate", "--nodes", "two-hops,no-key", "--ssh-config", cfg, "--json", "--checks", "gpu.count")
+    doc = json.loads(p.stdout)
+    by = {n["node"]: n for n in doc["nodes"]}
+    assert by["two-hops"]["status"] == "pass", by["two-hops"]
+    # the target's key is checked even behind a jump host that is itself trusted
+    assert by["no-key"]["status"] == "unreachable" and by["no-key"]["error"].startswith("hostkey: unknown host key")
+    assert p.returncode == 3
+
+
 def test_user_and_identity_from_the_command_line(fleet, tmp_path):
     cfg = _bare_config(fleet, tmp_path, keep_user=False, keep_identity=False)
     base = ["validate", "--nodes", "gpu-101", "--ssh-config", cfg, "--json", "--checks", "gpu.count"]
@@ -74,3 +91,47 @@ def test_agent_keys(fleet, tmp_path):
         assert [n["status"] for n in json.loads(p.stdout)["nodes"]] == ["pass", "pass"]
     finally:
         os.kill(pid, signal.SIGTERM)
+
+
+def test_silent_host_respects_connect_timeout(tmp_path):
+    """A host that accepts TCP but never speaks SSH: unreachable after --connect-timeout, quietly."""
+    import socket
+    import threading
+    import time
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    port = srv.getsockname()[1]
+    held = []
+    stop = threading.Event()
+
+    def accept():
+        srv.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(srv.accept()[0])
+            except OSError:
+                pass
+
+    th = threading.Thread(target=accept, daemon=True)
+    th.start()
+    cfg = tmp_path / "cfg"
+    cfg.write_text(f"Host silent\n    HostName 127.0.0.1\n    Port {port}\n"
+                   f"    UserKnownHostsFile {tmp_path}/kh\n")
+    try:
+        t0 = time.monotonic()
+        p = clusterkit("validate", "--nodes", "silent", "--ssh-config", str(cfg), "--json",
+                       "--connect-timeout", "1.5", "--timeout", "30")
+        took = time.monotonic() - t0
+    finally:
+        stop.set()
+        th.join()
+        for c in held:
+            c.close()
+        srv.close()
+    doc = json.loads(p.stdout)
+    assert p.returncode == 3 and doc["nodes"][0]["status"] == "unreachable"
+    assert "banner" in doc["nodes"][0]["error"].lower() or "timed out" in doc["nodes"][0]["error"]
+    assert took < 10, took
+    assert "Traceback" not in p.stderr and "Exception" not in p.stderr
