@@ -132,8 +132,14 @@ def parse_cmd(tool: str, file: str, as_json: bool) -> int:
 
 # --------------------------------------------------------------------------- node-check
 def _split_checks(value: tuple[str, ...]) -> list[str] | None:
-    items = [c for v in value for c in v.split(",") if c.strip()]
-    return items or None
+    if not value:
+        return None
+    items = [c.strip() for v in value for c in v.split(",") if c.strip()]
+    if not items:
+        from clusterkit.errors import UsageError
+
+        raise UsageError("--checks names no check")
+    return items
 
 
 def _load_profile_arg(spec: str | None):
@@ -151,7 +157,8 @@ def _load_profile_arg(spec: str | None):
 @cli.command("node-check")
 @click.option("--profile", "profile", metavar="NAME|FILE|-",
               help="Hardware profile: built-in name (h100-sxm, h200-sxm), a YAML file, or '-' "
-                   "to read it from stdin. Default: $CLUSTERKIT_PROFILE, else h100-sxm.")
+                   "to read it from stdin. Default: $CLUSTERKIT_PROFILE, else the simulated "
+                   "fleet's profile on a simulated node, else h100-sxm.")
 @click.option("--checks", multiple=True, metavar="LIST",
               help="Comma-separated checks or domains to run (gpu, system, gpu.ecc, …). Default: all.")
 @click.option("--json", "as_json", is_flag=True, help="Print the node report as JSON.")

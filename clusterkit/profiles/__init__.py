@@ -68,6 +68,13 @@ def _read_builtin(name: str) -> str | None:
 
 def parse_profile(text: str, origin: str) -> Profile:
     """A Profile from YAML or JSON text; ``origin`` names it in error messages."""
+    if text.lstrip().startswith("{"):  # the controller sends JSON: skip the YAML parser
+        import json
+
+        try:
+            return Profile.model_validate(json.loads(text))
+        except (ValueError, ValidationError):
+            pass  # fall through for the YAML parser's error messages
     import yaml
 
     try:

@@ -80,13 +80,13 @@ def validate_fleet(
 
     started = time.monotonic()
     argv = node_check_argv(remote, checks)
-    payload: dict[str, bytes] = {}
+    payload: dict[int, bytes] = {}  # by profile object: two files may share a name
 
     def stdin_for(node: Node) -> bytes:
         prof = profile_for(node)
-        if prof.name not in payload:
-            payload[prof.name] = prof.model_dump_json().encode()
-        return payload[prof.name]
+        if id(prof) not in payload:
+            payload[id(prof)] = prof.model_dump_json().encode()
+        return payload[id(prof)]
 
     reports: dict[str, NodeReport] = {}
 

@@ -244,9 +244,19 @@ def judge(m: GpuMeasurement, profile: Profile) -> list[CheckResult]:
                         message=f"{count} GPUs visible, profile {profile.name} expects {p.count}"))
     if m.error:
         add(CheckResult(check="gpu.nvml", status=Status.ERROR, message=m.error))
+    if p.driver_min and m.driver_version:
+        ok = _version(m.driver_version) >= _version(p.driver_min)
+        add(CheckResult(check="gpu.driver", status=Status.PASS if ok else Status.WARN, value=m.driver_version,
+                        threshold=p.driver_min, message=f"driver {m.driver_version}" +
+                        ("" if ok else f", older than {p.driver_min}")))
     for d in m.gpus:
         out.extend(_judge_device(d, p))
     return out
+
+
+def _version(v: str) -> tuple[int, ...]:
+    """'565.57.01' -> (565, 57, 1); non-numeric parts count as 0."""
+    return tuple(int(x) if x.isdigit() else 0 for x in v.strip().split("."))
 
 
 def _judge_device(d: GpuDevice, p: Any) -> list[CheckResult]:

@@ -86,3 +86,14 @@ def test_facts_for_drift():
     m = gpu.probe(SimNVML(parse_fleet("nodes: n1", "t").node("n1")))
     assert gpu.facts(m) == {"driver_version": "565.57.01", "cuda_version": "12.7", "gpu_count": 8,
                             "gpu_model": "NVIDIA H100 80GB HBM3", "vbios_version": "96.00.74.00.01"}
+
+
+def test_driver_min_warns_on_older_driver():
+    from clusterkit.profiles import parse_profile
+
+    prof = parse_profile("name: p\ngpu: {count: 8, driver_min: '570.86.10'}\n", "p")
+    m = gpu.probe(SimNVML(parse_fleet("nodes: n1", "t").node("n1")))
+    r = [x for x in gpu.judge(m, prof) if x.check == "gpu.driver"]
+    assert [(x.status, x.value, x.threshold) for x in r] == [(Status.WARN, "565.57.01", "570.86.10")]
+    prof = parse_profile("name: p\ngpu: {count: 8, driver_min: '565.57.1'}\n", "p")
+    assert [x.status for x in gpu.judge(m, prof) if x.check == "gpu.driver"] == [Status.PASS]
