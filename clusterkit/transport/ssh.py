@@ -153,6 +153,8 @@ class SSHTransport:
         self._known = _KnownHosts()
         self._lock = threading.Lock()
         self._resolved: dict[str, dict[str, Any]] = {}
+        self._open_clients: set[Any] = set()
+        self._closed = False
 
     # -- configuration ------------------------------------------------------------------------
     def resolve(self, host: str) -> dict[str, Any]:
@@ -295,9 +297,16 @@ class SSHTransport:
         started = time.monotonic()
         deadline = started + timeout
         client, opened = self._connect(node)
+        with self._lock:
+            self._open_clients.update(opened)
+            closed = self._closed
         try:
+            if closed:
+                raise ConnectError("run interrupted", node=node.name)
             return self._exec(client, node, argv, stdin, started, deadline, timeout)
         finally:
+            with self._lock:
+                self._open_clients.difference_update(opened)
             for c in reversed(opened):
                 try:
                     c.close()
@@ -353,4 +362,12 @@ class SSHTransport:
                              duration_s=round(time.monotonic() - started, 3), truncated=truncated)
 
     def close(self) -> None:
-        pass
+        """Close connections still open (after an interrupt): their commands end with them."""
+        with self._lock:
+            self._closed = True
+            clients = list(self._open_clients)
+        for c in clients:
+            try:
+                c.close()
+            except Exception:  # noqa: BLE001
+                pass
