@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from clusterkit.errors import ConfigError
 from clusterkit.models import Node
@@ -42,23 +42,10 @@ def nodes_from_hostlist(expr: str) -> list[Node]:
 
 
 def parse_inventory(text: str, origin: str) -> list[Node]:
-    import yaml
-
     from clusterkit import hostlist
-    from clusterkit.profiles import first_error
+    from clusterkit.config import load_yaml_model
 
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark is not None else ""
-        raise ConfigError(f"inventory {origin}{where}: {getattr(e, 'problem', None) or 'not valid YAML'}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"inventory {origin}: expected a mapping with a 'nodes' list")
-    try:
-        inv = Inventory.model_validate(data)
-    except ValidationError as e:
-        raise ConfigError(f"inventory {origin}: {first_error(e)}") from None
+    inv = load_yaml_model(text, Inventory, f"inventory {origin}", "a mapping with a 'nodes' list")
     d = inv.defaults
     out: dict[str, Node] = {}
     for i, entry in enumerate(inv.nodes):
@@ -76,11 +63,9 @@ def parse_inventory(text: str, origin: str) -> list[Node]:
 
 
 def load_inventory(path: str) -> list[Node]:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"inventory {path}: cannot read: {getattr(e, 'strerror', None) or e}") from None
+    from clusterkit.config import read_text
+
+    text = read_text(path, "inventory")
     return parse_inventory(text, path)
 
 

@@ -75,21 +75,9 @@ def parse_profile(text: str, origin: str) -> Profile:
             return Profile.model_validate(json.loads(text))
         except (ValueError, ValidationError):
             pass  # fall through for the YAML parser's error messages
-    import yaml
+    from clusterkit.config import load_yaml_model
 
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark is not None else ""
-        problem = getattr(e, "problem", None) or "not valid YAML"
-        raise ConfigError(f"profile {origin}{where}: {problem}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"profile {origin}: expected a mapping of keys, got {type(data).__name__}")
-    try:
-        return Profile.model_validate(data)
-    except ValidationError as e:
-        raise ConfigError(f"profile {origin}: {first_error(e)}") from None
+    return load_yaml_model(text, Profile, f"profile {origin}")
 
 
 def load_profile(spec: str) -> Profile:
@@ -101,20 +89,7 @@ def load_profile(spec: str) -> Profile:
         raise ConfigError(
             f"profile {spec!r}: no such built-in profile ({', '.join(builtin_names())}) or file"
         )
-    try:
-        with open(spec, encoding="utf-8") as fh:
-            text = fh.read()
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"profile {spec}: cannot read: {e}") from None
+    from clusterkit.config import read_text
+
+    text = read_text(spec, "profile")
     return parse_profile(text, spec)
-
-
-def first_error(e: ValidationError) -> str:
-    """One line for the first problem pydantic found: 'gpu.count: Input should be ...'."""
-    errs = e.errors()
-    if not errs:  # pragma: no cover
-        return str(e).splitlines()[0]
-    err = errs[0]
-    loc = ".".join(str(p) for p in err.get("loc", ())) or "(top)"
-    more = f" (and {len(errs) - 1} more)" if len(errs) > 1 else ""
-    return f"{loc}: {err.get('msg', 'invalid')}{more}"

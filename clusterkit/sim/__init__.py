@@ -17,7 +17,7 @@ import os
 from importlib import resources
 from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from clusterkit.errors import ConfigError
 
@@ -165,22 +165,9 @@ class SimNode:
 
 
 def parse_fleet(text: str, origin: str) -> SimFleet:
-    import yaml
+    from clusterkit.config import load_yaml_model
 
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark is not None else ""
-        raise ConfigError(f"sim fleet {origin}{where}: {getattr(e, 'problem', None) or 'not valid YAML'}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"sim fleet {origin}: expected a mapping of keys")
-    try:
-        fleet = SimFleet.model_validate(data)
-    except ValidationError as e:
-        from clusterkit.profiles import first_error
-
-        raise ConfigError(f"sim fleet {origin}: {first_error(e)}") from None
+    fleet = load_yaml_model(text, SimFleet, f"sim fleet {origin}")
     fleet.node_names()  # a bad hostlist is a config error now, not later
     for f in fleet.faults:
         if "[" in f.node:
@@ -201,11 +188,9 @@ def load_fleet(spec: str) -> SimFleet:
         text = (resources.files(__name__) / "builtin.yaml").read_text(encoding="utf-8")
         origin = "builtin"
     else:
-        try:
-            with open(spec, encoding="utf-8") as fh:
-                text = fh.read()
-        except (OSError, UnicodeDecodeError) as e:
-            raise ConfigError(f"sim fleet {spec}: cannot read: {getattr(e, 'strerror', None) or e}") from None
+        from clusterkit.config import read_text
+
+        text = read_text(spec, "sim fleet")
         origin = spec
     fleet = parse_fleet(text, origin)
     _CACHE[spec] = fleet
