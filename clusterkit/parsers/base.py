@@ -25,3 +25,12 @@ def split_lines(text: str) -> list[str]:
 def fail(tool: str, message: str, line_no: int | None = None, line: str | None = None) -> ParseError:
     """Build a ParseError (``raise fail(...)``)."""
     return ParseError(message, line_no=line_no, line=line, tool=tool)
+
+
+def not_recognised(tool: str, lines: list[str], what: str) -> ParseError:
+    """The error for text with nothing of ``tool``'s output in it: quotes the first non-blank
+    line, or says the input is empty (``raise not_recognised(...)``)."""
+    for i, ln in enumerate(lines, 1):
+        if ln.strip():
+            return ParseError(what, line_no=i, line=ln, tool=tool)
+    return ParseError(f"empty input: no {tool} output", tool=tool)

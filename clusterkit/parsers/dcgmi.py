@@ -42,7 +42,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from clusterkit.parsers.base import ParsedOutput, fail, split_lines
+from clusterkit.parsers.base import ParsedOutput, fail, split_lines, not_recognised
 
 TOOL = "dcgmi-diag"
 
@@ -442,10 +442,7 @@ def _parse_text(text: str) -> DcgmiDiagOutput:
         # other lines (prompts, author elisions, 'Passed all N runs'): ignored
 
     if not recognised:
-        first = next(((i, ln) for i, ln in enumerate(lines) if ln.strip()), None)
-        if first is None:
-            raise fail(TOOL, "empty input: no dcgmi diag output")
-        raise fail(TOOL, "no dcgmi diag result table or JSON found", first[0] + 1, first[1])
+        raise not_recognised(TOOL, lines, "no dcgmi diag result table or JSON found")
     entries = [e for t in tests for e in t.entries()]
     error = errors[0] if errors else None
     if not entries and error is None:

@@ -21,7 +21,7 @@ from typing import Any, Optional
 
 from pydantic import BaseModel, ConfigDict
 
-from clusterkit.parsers.base import ParsedOutput, fail, split_lines
+from clusterkit.parsers.base import ParsedOutput, fail, split_lines, not_recognised
 
 TOOL = "fio"
 
@@ -445,8 +445,7 @@ def _parse_text(lines: list[str]) -> FioOutput:
                 continue
             pct_dir = None
     if not recognised:
-        first = next(((i, ln) for i, ln in enumerate(lines, 1) if ln.strip()), (None, None))
-        raise fail(TOOL, "no fio job, result or error line found: not fio output", *first)
+        raise not_recognised(TOOL, lines, "no fio job, result or error line found: not fio output")
     _attach_errors(out, errors)
     return out
 

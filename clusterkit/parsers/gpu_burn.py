@@ -26,7 +26,7 @@ import re
 
 from pydantic import BaseModel, ConfigDict
 
-from clusterkit.parsers.base import ParsedOutput, fail, split_lines
+from clusterkit.parsers.base import ParsedOutput, fail, split_lines, not_recognised
 
 TOOL = "gpu-burn"
 
@@ -223,11 +223,8 @@ def parse_gpu_burn(text: str) -> GpuBurnOutput:
         # anything else ('done', 'Results are ... bytes each', 'Freed memory', elisions): ignored
 
     if not recognised:
-        first = next(((i, ln) for i, ln in enumerate(lines) if ln.strip()), None)
-        if first is None:
-            raise fail(TOOL, "empty input: no gpu-burn output")
-        raise fail(TOOL, "no gpu-burn progress line ('proc'd:'), 'Burning for' or 'Tested N GPUs' found",
-                   first[0] + 1, first[1])
+        raise not_recognised(TOOL, lines,
+                             "no gpu-burn progress line ('proc'd:'), 'Burning for' or 'Tested N GPUs' found")
 
     gpu_list = [gpus[i] for i in sorted(gpus)]
     complete = tested is not None

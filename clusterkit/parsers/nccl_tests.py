@@ -28,7 +28,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from clusterkit.errors import ParseError
-from clusterkit.parsers.base import ParsedOutput, fail, split_lines
+from clusterkit.parsers.base import ParsedOutput, fail, split_lines, not_recognised
 
 TOOL = "nccl-tests"
 
@@ -676,11 +676,7 @@ def _parse_text(text: str) -> NcclTestsOutput:
         # anything else (mpirun chatter, author elisions, stray text) is not ours: ignored
 
     if not runs:
-        first = next(((i, ln) for i, ln in enumerate(lines) if ln.strip()), None)
-        if first is None:
-            raise fail(TOOL, "empty input: no nccl-tests output")
-        raise fail(TOOL, "no nccl-tests header, result table or failure line found",
-                   first[0] + 1, first[1])
+        raise not_recognised(TOOL, lines, "no nccl-tests header, result table or failure line found")
     return NcclTestsOutput(format="text", runs=[r.build() for r in runs])
 
 

@@ -28,7 +28,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from clusterkit.parsers.base import ParsedOutput, fail, split_lines
+from clusterkit.parsers.base import ParsedOutput, fail, split_lines, not_recognised
 
 TOOL = "nvbandwidth"
 
@@ -289,11 +289,7 @@ def _parse_text(text: str) -> NvbandwidthOutput:
             # NOTE lines, warnings, author elisions: not ours, ignored
 
     if not recognised:
-        first = next(((i, ln) for i, ln in enumerate(lines) if ln.strip()), None)
-        if first is None:
-            raise fail(TOOL, "empty input: no nvbandwidth output")
-        raise fail(TOOL, "no 'Running <test>.' line or nvbandwidth version header found",
-                   first[0] + 1, first[1])
+        raise not_recognised(TOOL, lines, "no 'Running <test>.' line or nvbandwidth version header found")
     for t in tests:
         if t.status == "Passed" and not t.matrix and not t.sum_reported:
             t.status = "Incomplete"

@@ -18,7 +18,7 @@ import re
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from clusterkit.parsers.base import ParsedOutput, fail, split_lines
+from clusterkit.parsers.base import ParsedOutput, fail, split_lines, not_recognised
 from clusterkit.parsers.nvidia_smi import ELISIONS, detect_failure, is_na
 
 TOOL = "nvidia-smi-nvlink"
@@ -182,10 +182,7 @@ def parse_nvlink(text: str) -> NvidiaSmiNvlink:
         else:
             raise fail(TOOL, f"unexpected link status {body!r}", no, line)
     if not model.gpus and failure is None:
-        first = next(((i, ln) for i, ln in enumerate(lines, 1) if ln.strip()), None)
-        if first is None:
-            raise fail(TOOL, "empty input")
-        raise fail(TOOL, "no 'GPU N: NAME (UUID: ...)' header", first[0], first[1])
+        raise not_recognised(TOOL, lines, "no 'GPU N: NAME (UUID: ...)' header")
     for g in model.gpus:
         g.links.sort(key=lambda lk: lk.link)
     return model
