@@ -44,17 +44,6 @@ class NodeStatus(str, Enum):
         return self.value
 
 
-# Worst first. A failure outranks an error: evidence of a fault matters more than a check
-# that could not run; both outrank warn.
-_NODE_RANK = {
-    NodeStatus.FAIL: 5,
-    NodeStatus.UNREACHABLE: 4,
-    NodeStatus.ERROR: 3,
-    NodeStatus.WARN: 2,
-    NodeStatus.PASS: 1,
-}
-
-
 class CheckResult(BaseModel):
     """One verdict: a stable dotted id, what it is about, what was measured and against what."""
 
@@ -187,6 +176,3 @@ class FleetReport(BaseModel):
     def to_json(self, indent: int | None = 2) -> str:
         return self.model_dump_json(by_alias=True, indent=indent)
 
-
-def node_rank(status: NodeStatus) -> int:
-    return _NODE_RANK[status]
