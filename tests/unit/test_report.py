@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import io
 import re
 import threading
@@ -452,3 +453,24 @@ def test_write_report_formats(tmp_path):
         write_report(report, "html")
     with pytest.raises(UsageError, match="cannot write report"):
         write_report(report, "json", str(tmp_path / "missing" / "r.json"))
+
+
+def test_write_report_never_replaces_a_special_file(tmp_path):
+    """`--output /dev/null` must write into the device, not rename a file over it: checked
+    with a FIFO, which is not a regular file either."""
+    import stat
+    import threading
+
+    from clusterkit.models import FleetReport, NodeReport, NodeStatus
+    from clusterkit.report import write_report
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got: list[str] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_text()))
+    reader.start()
+    report = FleetReport(nodes=[NodeReport(node="n1", status=NodeStatus.PASS)]).finalize()
+    write_report(report, "json", str(fifo))
+    reader.join(10)
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+    assert '"schema": "clusterkit.report/v1"' in got[0]
