@@ -19,7 +19,6 @@ from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from clusterkit.errors import ConfigError
 
 ENV_SIM = "CLUSTERKIT_SIM"
 ENV_NODE = "CLUSTERKIT_NODE"

@@ -84,3 +84,11 @@ def assert_only_parse_error(parse, text: str, seconds: int = 5):
             return parse(text)
         except ParseError:
             return None
+
+
+def check_fuzzed(parse, text: str) -> None:
+    """One fuzz example: ParseError or a model that still serialises and summarises."""
+    out = assert_only_parse_error(parse, text)
+    if out is not None:
+        out.model_dump_json(by_alias=True)
+        out.summary()

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import copy
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +13,8 @@ from hypothesis import given, settings
 from clusterkit.errors import ParseError
 from clusterkit.parsers import get_parser
 from clusterkit.parsers.dcgmi import parse_dcgmi_diag
-from tests.parsers.fuzz import assert_only_parse_error, mutated
+from tests.parsers.fuzz import mutated, check_fuzzed
+from tests.parsers.cli import run_parse as _cli
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "dcgmi"
 R2 = FIXTURES / "dcgmi_diag_r2_json_tesla_t4_pass.json"
@@ -226,15 +225,9 @@ FIXTURE_TEXTS = [R2.read_text(), R3.read_text(), TEXT_TABLE]
 @settings(max_examples=80, deadline=None)
 @given(mutated(FIXTURE_TEXTS))
 def test_fuzz_only_parse_error(text):
-    out = assert_only_parse_error(parse_dcgmi_diag, text)
-    if out is not None:
-        out.model_dump_json(by_alias=True)
-        out.summary()
+    check_fuzzed(parse_dcgmi_diag, text)
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "clusterkit", "parse", *args],
-                          capture_output=True, text=True, timeout=60)
 
 
 def test_cli_json():

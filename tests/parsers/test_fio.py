@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +11,7 @@ from hypothesis import given, settings
 from clusterkit.errors import ParseError
 from clusterkit.parsers.fio import parse_fio
 from tests.parsers.fuzz import assert_only_parse_error, mutated
+from tests.parsers.cli import run_parse as _cli
 
 FIX = Path(__file__).resolve().parent.parent / "fixtures" / "fio"
 SLURM_FIX = Path(__file__).resolve().parent.parent / "fixtures" / "slurm"
@@ -211,9 +210,6 @@ def test_fuzz_only_parse_error(text):
 
 
 # --------------------------------------------------------------------------- CLI
-def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "clusterkit", "parse", *args],
-                          capture_output=True, text=True, timeout=60)
 
 
 def test_cli_json_keys():

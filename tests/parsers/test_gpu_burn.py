@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +11,8 @@ from hypothesis import given, settings
 from clusterkit.errors import ParseError
 from clusterkit.parsers import get_parser
 from clusterkit.parsers.gpu_burn import parse_gpu_burn
-from tests.parsers.fuzz import assert_only_parse_error, mutated
+from tests.parsers.fuzz import mutated, check_fuzzed
+from tests.parsers.cli import run_parse as _cli
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "gpu-burn"
 M4 = FIXTURES / "gpu_burn_2x_tesla_m4_doubles_360s_ok.txt"
@@ -124,15 +123,9 @@ FIXTURE_TEXTS = [M4.read_text(), A400.read_text()]
 @settings(max_examples=80, deadline=None)
 @given(mutated(FIXTURE_TEXTS))
 def test_fuzz_only_parse_error(text):
-    out = assert_only_parse_error(parse_gpu_burn, text)
-    if out is not None:
-        out.model_dump_json(by_alias=True)
-        out.summary()
+    check_fuzzed(parse_gpu_burn, text)
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "clusterkit", "parse", *args],
-                          capture_output=True, text=True, timeout=60)
 
 
 def test_cli_json():

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,6 +19,7 @@ from clusterkit.parsers.infiniband import (
     parse_ibv_devinfo,
 )
 from tests.parsers.fuzz import assert_only_parse_error, mutated
+from tests.parsers.cli import run_parse as _cli
 
 FIX = Path(__file__).resolve().parent.parent / "fixtures"
 IBSTAT = FIX / "ibstat"
@@ -399,9 +398,6 @@ def test_long_lines_are_fast(parse):
 # --------------------------------------------------------------------------- CLI
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "clusterkit", "parse", *args],
-                          capture_output=True, text=True, timeout=60)
 
 
 @pytest.mark.parametrize("tool, path", [

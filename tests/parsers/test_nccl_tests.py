@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +11,8 @@ from hypothesis import given, settings
 from clusterkit.errors import ParseError
 from clusterkit.parsers import get_parser
 from clusterkit.parsers.nccl_tests import parse_nccl_tests
-from tests.parsers.fuzz import assert_only_parse_error, mutated
+from tests.parsers.fuzz import mutated, check_fuzzed
+from tests.parsers.cli import run_parse as _cli
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "nccl-tests"
 ALL_REDUCE = FIXTURES / "all_reduce_perf_h100x8_single_node_v2.17.8.txt"
@@ -375,16 +374,10 @@ FIXTURE_TEXTS = [p.read_text() for p in sorted(FIXTURES.glob("*.txt")) if p != M
 @settings(max_examples=80, deadline=None)
 @given(mutated(FIXTURE_TEXTS))
 def test_fuzz_only_parse_error(text):
-    out = assert_only_parse_error(parse_nccl_tests, text)
-    if out is not None:
-        out.model_dump_json(by_alias=True)
-        out.summary()
+    check_fuzzed(parse_nccl_tests, text)
 
 
 # --------------------------------------------------------------------------- CLI
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "clusterkit", "parse", *args],
-                          capture_output=True, text=True, timeout=60)
 
 
 def test_cli_json_keys():

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +11,8 @@ from hypothesis import given, settings
 from clusterkit.errors import ParseError
 from clusterkit.parsers import get_parser
 from clusterkit.parsers.nvbandwidth import parse_nvbandwidth
-from tests.parsers.fuzz import assert_only_parse_error, mutated
+from tests.parsers.fuzz import mutated, check_fuzzed
+from tests.parsers.cli import run_parse as _cli
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "nvbandwidth"
 V04 = FIXTURES / "nvbandwidth_v0.4_h100x8_d2d_memcpy_read_ce.txt"
@@ -169,15 +168,9 @@ FIXTURE_TEXTS = [V04.read_text(), README.read_text(), CONSTRUCTED]
 @settings(max_examples=80, deadline=None)
 @given(mutated(FIXTURE_TEXTS))
 def test_fuzz_only_parse_error(text):
-    out = assert_only_parse_error(parse_nvbandwidth, text)
-    if out is not None:
-        out.model_dump_json(by_alias=True)
-        out.summary()
+    check_fuzzed(parse_nvbandwidth, text)
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "clusterkit", "parse", *args],
-                          capture_output=True, text=True, timeout=60)
 
 
 def test_cli_json():

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +11,7 @@ from hypothesis import given, settings
 from clusterkit.errors import ParseError
 from clusterkit.parsers.nvidia_smi_csv import parse_csv
 from tests.parsers.fuzz import assert_only_parse_error, mutated
+from tests.parsers.cli import run_parse as _cli
 
 FIX = Path(__file__).resolve().parent.parent / "fixtures" / "nvidia-smi"
 H100_CSV = FIX / "nvidia-smi_query-gpu_csv_8xh100_driver535.161.07.csv"
@@ -139,9 +138,6 @@ def test_fuzz_only_parse_error(text):
     assert_only_parse_error(parse_csv, text)
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "clusterkit", "parse", *args],
-                          capture_output=True, text=True, timeout=60)
 
 
 def test_cli_json():

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +11,7 @@ from hypothesis import given, settings
 from clusterkit.errors import ParseError
 from clusterkit.parsers.nvidia_smi_nvlink import parse_nvlink
 from tests.parsers.fuzz import assert_only_parse_error, mutated
+from tests.parsers.cli import run_parse as _cli
 
 FIX = Path(__file__).resolve().parent.parent / "fixtures" / "nvidia-smi"
 H100_18 = FIX / "nvidia-smi_nvlink_--status_-i_0_h100_18_links.txt"
@@ -151,9 +150,6 @@ def test_fuzz_only_parse_error(text):
     assert_only_parse_error(parse_nvlink, text)
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "clusterkit", "parse", *args],
-                          capture_output=True, text=True, timeout=60)
 
 
 def test_cli_json():

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +11,7 @@ from hypothesis import given, settings
 from clusterkit.errors import ParseError
 from clusterkit.parsers.perfquery import parse_perfquery
 from tests.parsers.fuzz import assert_only_parse_error, mutated
+from tests.parsers.cli import run_parse as _cli
 
 FIX = Path(__file__).resolve().parent.parent / "fixtures" / "perfquery"
 RCV_DETAILS = FIX / "perfquery_E_rcv_error_details.txt"
@@ -162,9 +161,6 @@ def test_long_lines_are_fast():
         assert_only_parse_error(parse_perfquery, _text(NONZERO) + line + "\n", seconds=5)
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "clusterkit", "parse", *args],
-                          capture_output=True, text=True, timeout=60)
 
 
 def test_cli_json():

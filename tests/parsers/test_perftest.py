@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +15,7 @@ from clusterkit.parsers.perftest import (
     parse_ib_write_lat,
 )
 from tests.parsers.fuzz import assert_only_parse_error, mutated
+from tests.parsers.cli import run_parse as _cli
 
 FIX = Path(__file__).resolve().parent.parent / "fixtures" / "perftest"
 STREAM = FIX / "ib_write_bw_dgx_spark_cx7_roce_run_infinitely_stream.txt"
@@ -280,9 +279,6 @@ def test_long_lines_are_fast(parse):
 # --------------------------------------------------------------------------- CLI
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "clusterkit", "parse", *args],
-                          capture_output=True, text=True, timeout=60)
 
 
 def test_cli_bw_json_keys():

@@ -8,8 +8,6 @@ while running a job, one whose slurmd was stopped until it went 'down*').
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +16,7 @@ from hypothesis import given, settings
 from clusterkit.errors import ParseError
 from clusterkit.parsers.slurm import parse_scontrol_node, parse_sinfo, parse_state
 from tests.parsers.fuzz import assert_only_parse_error, mutated
+from tests.parsers.cli import run_parse as _cli
 
 FIX = Path(__file__).resolve().parent.parent / "fixtures" / "slurm"
 
@@ -340,9 +339,6 @@ def test_fuzz_scontrol(text):
 
 
 # --------------------------------------------------------------------------- CLI
-def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "clusterkit", "parse", *args],
-                          capture_output=True, text=True, timeout=60)
 
 
 def test_cli_sinfo_json():
