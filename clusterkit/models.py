@@ -10,10 +10,25 @@ import datetime as _dt
 from enum import Enum
 from typing import Any, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 REPORT_SCHEMA = "clusterkit.report/v1"
 NODE_SCHEMA = "clusterkit.node/v1"
+
+
+def schema_major(value: Any, family: str) -> Optional[int]:
+    """The major version of a schema string of ``family`` ("clusterkit.node/v1",
+    "clusterkit.node/v1.2" -> 1), or None when it is not of that family at all."""
+    if not isinstance(value, str) or not value.startswith(family + "/v"):
+        return None
+    head = value[len(family) + 2:].split(".", 1)[0]
+    return int(head) if head.isdigit() and len(head) < 6 else None
+
+
+# Report models ignore fields they do not know: a newer node (or a newer clusterkit that wrote a
+# saved report) may add fields, and an older reader must still read the rest. Users' own input
+# files (profiles, inventories, fleets) are strict instead; they live in other modules.
+_TOLERANT = ConfigDict(extra="ignore")
 
 Scalar = Union[bool, int, float, str, None]
 
@@ -47,7 +62,7 @@ class NodeStatus(str, Enum):
 class CheckResult(BaseModel):
     """One verdict: a stable dotted id, what it is about, what was measured and against what."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = _TOLERANT
 
     check: str
     subject: Optional[str] = None
@@ -57,11 +72,19 @@ class CheckResult(BaseModel):
     unit: Optional[str] = None
     message: str = ""
 
+    @field_validator("status", mode="before")
+    @classmethod
+    def _unknown_status_is_error(cls, v: Any) -> Any:
+        # A status this version does not know (a newer node's) is not evidence: error, never fail.
+        if isinstance(v, str) and v not in Status._value2member_map_:
+            return Status.ERROR
+        return v
+
 
 class Node(BaseModel):
     """A node of the fleet and how to reach it."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=False)
 
     name: str
     host: Optional[str] = None  # address or ssh_config alias; defaults to name
@@ -78,7 +101,7 @@ class Node(BaseModel):
 class NodeReport(BaseModel):
     """What one node reported (node-check's JSON), or why it reported nothing."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = _TOLERANT
 
     node: str
     status: NodeStatus
@@ -86,14 +109,30 @@ class NodeReport(BaseModel):
     facts: dict[str, Any] = Field(default_factory=dict)  # driver/CUDA/VBIOS, GPU model, kernel…
     measurements: dict[str, Any] = Field(default_factory=dict)  # raw probe output per domain
     error: Optional[str] = None  # why nothing (or not everything) ran
+    #: what kind of problem ``error`` is: unreachable, hostkey, auth, lost, timeout, internal,
+    #: interrupted, schema, no-report, deadline (None when the node reported normally)
+    error_kind: Optional[str] = None
+    #: ``error`` without addresses or names, so that nodes that failed alike group together
+    cause: Optional[str] = None
+    #: the end of what the command printed before it was cut off (timeouts, lost connections)
+    output_tail: Optional[str] = None
     duration_s: Optional[float] = None
 
+    @field_validator("status", mode="before")
+    @classmethod
+    def _unknown_status_is_error(cls, v: Any) -> Any:
+        if isinstance(v, str) and v not in NodeStatus._value2member_map_:
+            return NodeStatus.ERROR
+        return v
+
     @staticmethod
-    def status_of(checks: list[CheckResult]) -> NodeStatus:
+    def status_of(checks: list[CheckResult], error: Optional[str] = None) -> NodeStatus:
+        """The node's status from its checks: the worst of them; a node-level error (not
+        everything ran) makes a node without failures ``error``."""
         seen = {c.status for c in checks}
         if Status.FAIL in seen:
             return NodeStatus.FAIL
-        if Status.ERROR in seen:
+        if Status.ERROR in seen or error:
             return NodeStatus.ERROR
         if Status.WARN in seen:
             return NodeStatus.WARN
@@ -103,7 +142,7 @@ class NodeReport(BaseModel):
 class FleetFinding(BaseModel):
     """A verdict about the fleet as a whole (drift, outliers), naming the nodes concerned."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = _TOLERANT
 
     check: str
     status: Status
@@ -114,7 +153,7 @@ class FleetFinding(BaseModel):
 
 
 class Summary(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = _TOLERANT
 
     nodes: int = 0
     passed: int = 0
@@ -123,13 +162,16 @@ class Summary(BaseModel):
     errored: int = 0
     unreachable: int = 0
     checks: dict[str, int] = Field(default_factory=dict)  # status -> count
+    #: 0 healthy · 1 a node failed · 3 incomplete · 4 internal error · 130 interrupted
     exit_code: int = 0
+    interrupted: bool = False
+    internal_errors: int = 0
 
 
 class FleetReport(BaseModel):
     """The one JSON document of a run; every other sink renders from it."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
     schema_: str = Field(default=REPORT_SCHEMA, alias="schema")
     clusterkit_version: str = ""
@@ -143,12 +185,17 @@ class FleetReport(BaseModel):
     nodes: list[NodeReport] = Field(default_factory=list)
     fleet: list[FleetFinding] = Field(default_factory=list)
 
-    def finalize(self) -> "FleetReport":
-        """Sort nodes naturally and compute the summary and exit code."""
+    def finalize(self, *, interrupted: bool = False) -> "FleetReport":
+        """Sort nodes naturally and compute the summary and exit code.
+
+        Exit code: 130 when the run was interrupted (the report covers the nodes that
+        answered); else 4 when clusterkit hit a bug on some node; else 1 when a node or the
+        fleet failed; else 3 when a node was unreachable or a check could not run; else 0.
+        """
         from clusterkit.hostlist import natural_key
 
         self.nodes.sort(key=lambda n: natural_key(n.node))
-        s = Summary(nodes=len(self.nodes))
+        s = Summary(nodes=len(self.nodes), interrupted=interrupted or self.summary.interrupted)
         for n in self.nodes:
             if n.status is NodeStatus.PASS:
                 s.passed += 1
@@ -160,11 +207,17 @@ class FleetReport(BaseModel):
                 s.errored += 1
             else:
                 s.unreachable += 1
+            if n.error_kind == "internal":
+                s.internal_errors += 1
             for c in n.checks:
                 s.checks[c.status.value] = s.checks.get(c.status.value, 0) + 1
         fleet_fail = any(f.status is Status.FAIL for f in self.fleet)
         fleet_error = any(f.status is Status.ERROR for f in self.fleet)
-        if s.failed or fleet_fail:
+        if s.interrupted:
+            s.exit_code = 130
+        elif s.internal_errors:
+            s.exit_code = 4
+        elif s.failed or fleet_fail:
             s.exit_code = 1
         elif s.unreachable or s.errored or fleet_error:
             s.exit_code = 3

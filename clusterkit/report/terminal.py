@@ -74,6 +74,13 @@ def _escape(m: "re.Match[str]") -> str:
     return f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}"
 
 
+def no_color_requested() -> bool:
+    """True when the user asked for no colour (https://no-color.org: NO_COLOR set, non-empty)."""
+    import os
+
+    return bool(os.environ.get("NO_COLOR"))
+
+
 def _fold(names: Iterable[str]) -> str:
     from clusterkit.hostlist import fold_display
 
@@ -119,8 +126,12 @@ def describe_finding(f: FleetFinding) -> str:
 
 
 def unreachable_reason(node: NodeReport) -> str:
-    """The error of an unreachable node with its own name taken out, so that nodes refused
-    for the same reason group together (``gpu-006: connection refused`` → ``connection refused``)."""
+    """Why a node was unreachable, in words that do not depend on the node, so that nodes
+    refused for the same reason group together: its ``cause`` (no address, no name) when the
+    report has one, else its error with its own name taken out."""
+    if node.cause:
+        kind = f"{node.error_kind}: " if node.error_kind and node.error_kind != "unreachable" else ""
+        return clean(f"{kind}{node.cause}")
     msg = clean(node.error) or "unreachable"
     name = node.node
     for prefix in (f"{name}: ", f"{name}:"):
@@ -344,7 +355,7 @@ def render_terminal(
     from rich.console import Console
 
     if color is None:
-        color = sys.stdout.isatty()
+        color = sys.stdout.isatty() and not no_color_requested()
     if width is None:
         width = shutil.get_terminal_size((120, 24)).columns
     summary, nodes = effective_summary(report)
@@ -452,7 +463,8 @@ class ProgressReporter:
             TimeElapsedColumn,
         )
 
-        console = Console(file=file if file is not None else sys.stderr, highlight=False)
+        console = Console(file=file if file is not None else sys.stderr, highlight=False,
+                          no_color=no_color_requested())
         self._progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),

@@ -53,6 +53,10 @@ class SimNVML:
 
     # -- library ---------------------------------------------------------------------------------
     def nvmlInit(self) -> None:
+        if self._node.hang_seconds:  # a hung driver: the call blocks
+            import time
+
+            time.sleep(self._node.hang_seconds)
         if self._node.fault("nvml_unavailable"):
             _raise(pynvml.NVML_ERROR_DRIVER_NOT_LOADED)
         self._init_count += 1

@@ -1,4 +1,14 @@
-"""The controller side of ``clusterkit validate``: fan out node-check, gather one FleetReport."""
+"""The controller side of ``clusterkit validate``: fan out node-check, gather one FleetReport.
+
+Node reports are read tolerantly: fields a newer node adds are ignored, a status this version
+does not know counts as ``error``, and each node's status is recomputed from its checks instead
+of trusting the node's own word. A report of another major schema version is one clear
+``error`` for that node.
+
+Every node-check is started with ``--deadline`` a little inside the controller's ``--timeout``
+(so a node reports what it could measure instead of being cut off) and with ``--lifeline``: its
+standard input stays open and closes when the controller goes away, which ends it.
+"""
 
 from __future__ import annotations
 
@@ -6,55 +16,94 @@ import json
 import time
 from typing import Callable, Optional
 
-from clusterkit.errors import CommandTimeout, TransportError
-from clusterkit.models import NODE_SCHEMA, FleetReport, Node, NodeReport, NodeStatus
+from clusterkit.errors import TransportError
+from clusterkit.models import NODE_SCHEMA, FleetReport, Node, NodeReport, NodeStatus, schema_major
 from clusterkit.profiles import Profile
 from clusterkit.transport import CommandResult, Outcome, Transport, fan_out
 
+NODE_MAJOR = schema_major(NODE_SCHEMA, "clusterkit.node")
 
-def node_check_argv(remote: list[str], checks: Optional[list[str]]) -> list[str]:
-    argv = [*remote, "node-check", "--json", "--profile", "-"]
+
+def node_deadline(timeout: float) -> float:
+    """node-check's own deadline inside the controller's per-node timeout: room is left for the
+    connection, the interpreter's start and the answer."""
+    margin = min(10.0, max(1.0, 0.2 * timeout))
+    return round(max(0.2, timeout - margin), 2)
+
+
+def node_check_argv(remote: list[str], checks: Optional[list[str]], timeout: Optional[float] = None
+                    ) -> list[str]:
+    argv = [*remote, "node-check", "--json", "--profile", "-", "--lifeline"]
+    if timeout is not None:
+        argv += ["--deadline", f"{node_deadline(timeout):g}"]
     if checks:
         argv += ["--checks", ",".join(checks)]
     return argv
 
 
-def to_node_report(node: Node, outcome: Outcome) -> NodeReport:
-    """Turn what came back from a node into its NodeReport; never raises."""
-    if isinstance(outcome, TransportError):
-        status = NodeStatus.ERROR if isinstance(outcome, CommandTimeout) else NodeStatus.UNREACHABLE
-        return NodeReport(node=node.name, status=status, error=f"{outcome.kind}: {outcome}")
-    assert isinstance(outcome, CommandResult)
-    doc = None
+def _from_transport_error(node: Node, e: TransportError) -> NodeReport:
+    status = NodeStatus.UNREACHABLE if e.nothing_ran else NodeStatus.ERROR
+    tail = e.output_tail() or None
+    return NodeReport(node=node.name, status=status, error=f"{e.kind}: {e}", error_kind=e.kind,
+                      cause=e.cause, output_tail=tail)
+
+
+def _last_json(stdout: str) -> Optional[dict]:  # type: ignore[type-arg]
     # the report is the last JSON line; login banners or shell noise may come before it
-    for line in reversed(outcome.stdout.splitlines()):
+    for line in reversed(stdout.splitlines()):
         line = line.strip()
         if line.startswith("{"):
             try:
                 doc = json.loads(line)
             except ValueError:
-                doc = None
-            break
-    if isinstance(doc, dict) and doc.get("schema") == NODE_SCHEMA:
+                return None
+            return doc if isinstance(doc, dict) else None
+    return None
+
+
+def to_node_report(node: Node, outcome: Outcome) -> NodeReport:
+    """Turn what came back from a node into its NodeReport; never raises."""
+    if isinstance(outcome, TransportError):
+        return _from_transport_error(node, outcome)
+    assert isinstance(outcome, CommandResult)
+    doc = _last_json(outcome.stdout)
+    major = schema_major(doc.get("schema"), "clusterkit.node") if doc is not None else None
+    if doc is not None and major is not None and major != NODE_MAJOR:
+        return NodeReport(node=node.name, status=NodeStatus.ERROR, error_kind="schema",
+                          cause=f"node report schema {doc.get('schema')} (this controller reads v{NODE_MAJOR})",
+                          error=f"schema: node-check on the node speaks {doc.get('schema')}, this "
+                                f"controller reads {NODE_SCHEMA}: run the same clusterkit version on both",
+                          duration_s=outcome.duration_s)
+    if doc is not None and major == NODE_MAJOR:
         doc.pop("schema", None)
         try:
             report = NodeReport.model_validate(doc)
-        except Exception as e:  # noqa: BLE001 - a node speaking another version
-            return NodeReport(node=node.name, status=NodeStatus.ERROR,
+        except Exception as e:  # noqa: BLE001 - fields of the wrong type: unreadable, not evidence
+            return NodeReport(node=node.name, status=NodeStatus.ERROR, error_kind="no-report",
+                              cause="node-check report unreadable",
                               error=f"node-check report unreadable: {' '.join(str(e).split())[:300]}",
                               duration_s=outcome.duration_s)
         if report.node != node.name:
             report.facts["reported_name"] = report.node
             report.node = node.name
+        report.status = NodeReport.status_of(report.checks, report.error)  # never trust the node's word
         report.duration_s = outcome.duration_s
         return report
+    tail = outcome.tail()
     if outcome.rc == 127:
-        why = f"clusterkit not found on the node ({outcome.argv[0]!r}); install it or pass --remote-command"
+        why, cause = (f"clusterkit not found on the node ({outcome.argv[0]!r}); install it or pass "
+                      "--remote-command"), "clusterkit not found on the node"
+    elif outcome.rc == 2 and "no such option" in tail.lower():
+        why, cause = (f"node-check on the node is older than this controller: {tail}; install the "
+                      "same clusterkit version on the nodes"), "node-check older than the controller"
     elif outcome.rc == 2:
-        why = f"node-check refused its input: {outcome.tail()}"
+        why, cause = f"node-check refused its input: {tail}", "node-check refused its input"
     else:
-        why = f"node-check gave no report (exit {outcome.rc}): {outcome.tail() or 'no output'}"
-    return NodeReport(node=node.name, status=NodeStatus.ERROR, error=why, duration_s=outcome.duration_s)
+        why, cause = (f"node-check gave no report (exit {outcome.rc}): {tail or 'no output'}",
+                      f"node-check gave no report (exit {outcome.rc})")
+    return NodeReport(node=node.name, status=NodeStatus.ERROR, error=why, error_kind="no-report",
+                      cause=cause, output_tail=(outcome.stderr or outcome.stdout)[-2000:] or None,
+                      duration_s=outcome.duration_s)
 
 
 def validate_fleet(
@@ -72,20 +121,20 @@ def validate_fleet(
     """Run node-check on every node and gather the FleetReport (fleet judges included).
 
     On KeyboardInterrupt the nodes that answered are kept, the others are reported as
-    ``error: interrupted``, and the interrupt is re-raised with the report attached
-    (``exc.report``) so the caller can still print it.
+    ``error: interrupted``, the report's exit code is 130, and the interrupt is re-raised with
+    the report attached (``exc.report``) so the caller can still print it.
     """
     from clusterkit import __version__
     from clusterkit.validate.fleet import judge_fleet
 
     started = time.monotonic()
-    argv = node_check_argv(remote, checks)
+    argv = node_check_argv(remote, checks, timeout)
     payload: dict[int, bytes] = {}  # by profile object: two files may share a name
 
     def stdin_for(node: Node) -> bytes:
         prof = profile_for(node)
         if id(prof) not in payload:
-            payload[id(prof)] = prof.model_dump_json().encode()
+            payload[id(prof)] = prof.model_dump_json().encode() + b"\n"
         return payload[id(prof)]
 
     reports: dict[str, NodeReport] = {}
@@ -99,18 +148,21 @@ def validate_fleet(
     profiles = sorted({profile_for(n).name for n in nodes})
     interrupted: Optional[BaseException] = None
     try:
-        fan_out(transport, nodes, argv, timeout=timeout, fanout=fanout, stdin_for=stdin_for, on_done=done)
+        fan_out(transport, nodes, argv, timeout=timeout, fanout=fanout, stdin_for=stdin_for,
+                hold_stdin=True, on_done=done)
     except KeyboardInterrupt as e:
         interrupted = e
     for n in nodes:
         if n.name not in reports:
-            reports[n.name] = NodeReport(node=n.name, status=NodeStatus.ERROR,
+            reports[n.name] = NodeReport(node=n.name, status=NodeStatus.ERROR, error_kind="interrupted",
+                                         cause="interrupted before this node answered",
                                          error="interrupted before this node answered")
     node_reports = list(reports.values())
     report = FleetReport(clusterkit_version=__version__, source=source,
                          profile=", ".join(profiles) if profiles else None,
                          nodes=node_reports, fleet=judge_fleet(node_reports),
-                         duration_s=round(time.monotonic() - started, 2)).finalize()
+                         duration_s=round(time.monotonic() - started, 2)).finalize(
+                             interrupted=interrupted is not None)
     if interrupted is not None:
         interrupted.report = report  # type: ignore[attr-defined]
         raise interrupted

@@ -15,6 +15,11 @@ from clusterkit.models import FleetFinding, NodeReport, NodeStatus, Status
 
 DRIFT_FACTS = ("driver_version", "cuda_version", "vbios_version", "kernel")
 
+FLEET_CHECKS: dict[str, str] = {
+    **{f"fleet.drift.{k}": f"{k.replace('_', ' ')} differing from most nodes (warn)" for k in DRIFT_FACTS},
+    "fleet.gpu_count": "nodes that see another number of GPUs than most (warn)",
+}
+
 
 def _groups(reports: list[NodeReport], key: str) -> dict[Any, list[str]]:
     groups: dict[Any, list[str]] = defaultdict(list)

@@ -2,17 +2,48 @@
 
 Every NVML call is made on its own: ``NVMLError_NotSupported`` marks the field unsupported
 (its check is ``skip``), any other NVML error is recorded for that field (its check is
-``error``) — a broken query never condemns a GPU.
+``error``) — a broken query never condemns a GPU. Only ``NVMLError_GpuIsLost`` is evidence
+that a GPU stopped answering (``gpu.health`` fail). A handle that cannot be had for another
+reason (NO_PERMISSION or NOT_FOUND when a cgroup hides devices under srun, an unknown error)
+makes that GPU's checks ``error``.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from clusterkit.models import CheckResult, Status
 from clusterkit.profiles import Profile
+
+if TYPE_CHECKING:  # pragma: no cover
+    from clusterkit.validate.context import ProbeContext
+
+NAME = "gpu"
+DOC = "GPUs through NVML: count, model, memory, ECC, row remapping, clocks, temperature, power, PCIe"
+CHECKS: dict[str, str] = {
+    "gpu": "the profile expects no GPUs (skip)",
+    "gpu.nvml": "NVML could not be used: driver not loaded, library missing (error)",
+    "gpu.count": "GPUs visible vs the profile's count (fail)",
+    "gpu.driver": "driver older than the profile's driver_min (warn)",
+    "gpu.handle": "a GPU whose NVML handle could not be had for a reason other than GPU lost (error)",
+    "gpu.health": "a GPU that stopped answering NVML: GPU_IS_LOST (fail)",
+    "gpu.model": "product name vs the profile's models (fail)",
+    "gpu.memory": "framebuffer size vs the profile's floor (fail)",
+    "gpu.ecc.mode": "ECC disabled (fail)",
+    "gpu.ecc.uncorrectable": "volatile uncorrectable ECC errors since driver load (fail)",
+    "gpu.ecc.aggregate": "lifetime uncorrectable ECC errors (warn)",
+    "gpu.remap.failure": "row remapping failed: no spare rows (fail)",
+    "gpu.remap.pending": "a row remap waits for a GPU reset (fail)",
+    "gpu.remap.uncorrectable": "rows remapped for uncorrectable errors (warn)",
+    "gpu.persistence": "persistence mode off (warn)",
+    "gpu.clocks_event": "hardware slowdown: thermal, power brake (fail); software thermal slowdown (warn)",
+    "gpu.temperature": "at the max operating temperature (warn) / at slowdown (fail)",
+    "gpu.power.limit": "enforced power limit below the profile's (warn)",
+    "gpu.pcie.width": "PCIe link trained narrower than the profile's width (fail)",
+    "gpu.pcie.gen": "the link cannot reach the profile's PCIe generation (fail)",
+}
 
 # Clocks-event reason bits (nvml.h nvmlClocksEventReason*), named as nvidia-smi names them.
 CLOCKS_EVENT_BITS: dict[int, str] = {
@@ -63,7 +94,8 @@ class GpuDevice(BaseModel):
     pcie_width_max: Optional[int] = None
     unsupported: list[str] = Field(default_factory=list)  # fields NVML says it does not support
     errors: dict[str, str] = Field(default_factory=dict)  # field -> NVML error text
-    lost: Optional[str] = None  # the GPU stopped answering (GPU_IS_LOST and the like)
+    lost: Optional[str] = None  # the GPU stopped answering: NVML said GPU_IS_LOST
+    handle_error: Optional[str] = None  # no handle for another reason (permission, not found, ...)
 
 
 class GpuMeasurement(BaseModel):
@@ -77,33 +109,14 @@ class GpuMeasurement(BaseModel):
 
 
 # ------------------------------------------------------------------------------------- probe
-def get_nvml() -> Any:
-    """The NVML module to use: the simulator's for a simulated node, else nvidia-ml-py."""
-    from clusterkit import sim
-
-    node = sim.current_node()
-    if node is not None:
-        from clusterkit.sim.nvml import SimNVML
-
-        return SimNVML(node)
-    import pynvml
-
-    return pynvml
-
-
-def _text(v: Any) -> str:
-    return v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
-
-
-def probe(nvml: Any | None = None) -> GpuMeasurement:
-    """Read every GPU fact through NVML. Never raises for NVML errors."""
+def probe(ctx: "ProbeContext", profile: Optional[Profile] = None) -> GpuMeasurement:
+    """Read every GPU fact through the context's NVML. Never raises for NVML errors."""
     try:
-        if nvml is None:
-            nvml = get_nvml()
+        nvml = ctx.nvml()
         nvml.nvmlInit()
     except ImportError as e:  # nvidia-ml-py missing
         return GpuMeasurement(error=f"nvidia-ml-py is not installed: {e}")
-    except Exception as e:  # NVMLError (driver not loaded, library not found, ...)
+    except Exception as e:  # noqa: BLE001 - NVMLError (driver not loaded, library not found, ...)
         return GpuMeasurement(error=f"NVML could not initialise: {_nvml_text(e)}")
     try:
         return _probe_initialised(nvml)
@@ -114,6 +127,10 @@ def probe(nvml: Any | None = None) -> GpuMeasurement:
             pass
 
 
+def _text(v: Any) -> str:
+    return v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
+
+
 def _nvml_text(e: BaseException) -> str:
     return " ".join(str(e).split()) or type(e).__name__
 
@@ -121,7 +138,7 @@ def _nvml_text(e: BaseException) -> str:
 def _probe_initialised(nvml: Any) -> GpuMeasurement:
     m = GpuMeasurement()
     skip_exc = _classes(nvml, "NVMLError_NotSupported", "NVMLError_FunctionNotFound")
-    lost_exc = _classes(nvml, "NVMLError_GpuIsLost", "NVMLError_Unknown")
+    lost_exc = _classes(nvml, "NVMLError_GpuIsLost")
 
     try:
         m.driver_version = _text(nvml.nvmlSystemGetDriverVersion())
@@ -143,8 +160,11 @@ def _probe_initialised(nvml: Any) -> GpuMeasurement:
         m.gpus.append(dev)
         try:
             h = nvml.nvmlDeviceGetHandleByIndex(i)
-        except Exception as e:  # noqa: BLE001
+        except lost_exc as e:
             dev.lost = _nvml_text(e)
+            continue
+        except Exception as e:  # noqa: BLE001 - permission, not found, unknown: not evidence
+            dev.handle_error = _nvml_text(e)
             continue
 
         def get(field: str, fn: Callable[[], Any], dev: GpuDevice = dev) -> Any:
@@ -225,17 +245,21 @@ def _mw(v: Any) -> float | None:
     return None if v is None else round(float(v) / 1000.0, 1)
 
 
+Measurement = GpuMeasurement
+
+
 # ------------------------------------------------------------------------------------- judge
 def judge(m: GpuMeasurement, profile: Profile) -> list[CheckResult]:
     """Pure verdicts on a GPU measurement against a profile."""
     p = profile.gpu
     if p is None:
         return [CheckResult(check="gpu", status=Status.SKIP, message=f"profile {profile.name} expects no GPUs")]
-    if m.error and m.count is None:
-        return [CheckResult(check="gpu.nvml", status=Status.ERROR, message=m.error)]
+    if m.count is None:
+        return [CheckResult(check="gpu.nvml", status=Status.ERROR,
+                            message=m.error or "NVML gave no GPU count")]
     out: list[CheckResult] = []
     add = out.append
-    count = m.count or 0
+    count = m.count
     if count == p.count:
         add(CheckResult(check="gpu.count", status=Status.PASS, value=count, threshold=p.count,
                         message=f"{count} GPUs"))
@@ -260,6 +284,9 @@ def _version(v: str) -> tuple[int, ...]:
 
 
 def _judge_device(d: GpuDevice, p: Any) -> list[CheckResult]:
+    """Every check of one GPU. Total: a value that could not be read gives ``error`` (NVML
+    failed, or answered nothing) or ``skip`` (not supported) for its check, never a crash and
+    never a ``fail``."""
     subj = f"gpu{d.index}"
     out: list[CheckResult] = []
 
@@ -268,35 +295,42 @@ def _judge_device(d: GpuDevice, p: Any) -> list[CheckResult]:
         out.append(CheckResult(check=check, subject=subj, status=status, value=value,
                                threshold=threshold, unit=unit, message=message))
 
-    def missing(check: str, field: str) -> bool:
-        """Emit skip/error when a field could not be read; True if so."""
+    def need(check: str, field: str, value: Any) -> bool:
+        """True when ``value`` was read; else emit the check's error/skip and return False."""
         if field in d.errors:
             res(check, Status.ERROR, f"NVML query failed: {d.errors[field]}")
-            return True
+            return False
         if field in d.unsupported:
             res(check, Status.SKIP, "not supported by this GPU/driver")
-            return True
-        return False
+            return False
+        if value is None:
+            res(check, Status.ERROR, f"NVML gave no value for {field}")
+            return False
+        return True
 
     if d.lost:
         res("gpu.health", Status.FAIL, f"GPU is not answering NVML: {d.lost}")
         return out
+    if d.handle_error:
+        res("gpu.handle", Status.ERROR, f"cannot open the GPU through NVML: {d.handle_error} "
+            "(not evidence of a fault: permissions, or a cgroup hiding the device)")
+        return out
 
     # model
-    if d.name is None:
-        missing("gpu.model", "name")
-    elif p.model_patterns and not any(s.lower() in d.name.lower() for s in p.model_patterns):
-        res("gpu.model", Status.FAIL, f"{d.name} is not one of {', '.join(p.model_patterns)}", value=d.name)
-    else:
-        res("gpu.model", Status.PASS, d.name, value=d.name)
+    if need("gpu.model", "name", d.name):
+        name = str(d.name)
+        if p.model_patterns and not any(s.lower() in name.lower() for s in p.model_patterns):
+            res("gpu.model", Status.FAIL, f"{name} is not one of {', '.join(p.model_patterns)}", value=name)
+        else:
+            res("gpu.model", Status.PASS, name, value=name)
     # memory
-    if p.memory_total_mib_min is not None and not missing("gpu.memory", "memory_total_mib"):
-        ok = d.memory_total_mib is not None and d.memory_total_mib >= p.memory_total_mib_min
+    if p.memory_total_mib_min is not None and need("gpu.memory", "memory_total_mib", d.memory_total_mib):
+        ok = d.memory_total_mib >= p.memory_total_mib_min  # type: ignore[operator]
         res("gpu.memory", Status.PASS if ok else Status.FAIL,
             f"{d.memory_total_mib} MiB" + ("" if ok else f", below {p.memory_total_mib_min} MiB"),
             d.memory_total_mib, p.memory_total_mib_min, "MiB")
     # ECC mode
-    if p.ecc_required and not missing("gpu.ecc.mode", "ecc_mode"):
+    if p.ecc_required and need("gpu.ecc.mode", "ecc_mode", d.ecc_mode_current):
         if d.ecc_mode_current:
             res("gpu.ecc.mode", Status.PASS, "ECC enabled", True, True)
         else:
@@ -306,39 +340,50 @@ def _judge_device(d: GpuDevice, p: Any) -> list[CheckResult]:
     if d.ecc_mode_current is False:
         res("gpu.ecc.uncorrectable", Status.SKIP, "ECC disabled: no error counters")
         res("gpu.ecc.aggregate", Status.SKIP, "ECC disabled: no error counters")
-    elif not missing("gpu.ecc.uncorrectable", "ecc_volatile_uncorrectable"):
-        v = d.ecc_volatile_uncorrectable or 0
-        if v > 0:
-            res("gpu.ecc.uncorrectable", Status.FAIL,
-                f"{v} volatile uncorrectable ECC error{'s' if v != 1 else ''} since driver load", v, 0, "errors")
-        else:
-            res("gpu.ecc.uncorrectable", Status.PASS, "no volatile uncorrectable ECC errors", 0, 0, "errors")
-    if d.ecc_mode_current is not False and not missing("gpu.ecc.aggregate", "ecc_aggregate_uncorrectable"):
-        a = d.ecc_aggregate_uncorrectable or 0
-        res("gpu.ecc.aggregate", Status.WARN if a > 0 else Status.PASS,
-            f"{a} uncorrectable ECC errors over the GPU's life" if a else "no lifetime uncorrectable ECC errors",
-            a, 0, "errors")
-    # row remapping
-    if not missing("gpu.remap.failure", "remapped_rows"):
-        if d.remapped_rows_failure:
+    else:
+        if need("gpu.ecc.uncorrectable", "ecc_volatile_uncorrectable", d.ecc_volatile_uncorrectable):
+            v = int(d.ecc_volatile_uncorrectable or 0)
+            if v > 0:
+                res("gpu.ecc.uncorrectable", Status.FAIL,
+                    f"{v} volatile uncorrectable ECC error{'s' if v != 1 else ''} since driver load", v, 0,
+                    "errors")
+            else:
+                res("gpu.ecc.uncorrectable", Status.PASS, "no volatile uncorrectable ECC errors", 0, 0, "errors")
+        if need("gpu.ecc.aggregate", "ecc_aggregate_uncorrectable", d.ecc_aggregate_uncorrectable):
+            a = int(d.ecc_aggregate_uncorrectable or 0)
+            res("gpu.ecc.aggregate", Status.WARN if a > 0 else Status.PASS,
+                f"{a} uncorrectable ECC errors over the GPU's life" if a else "no lifetime uncorrectable ECC errors",
+                a, 0, "errors")
+    # row remapping (one NVML call gives all three; unsupported or failed: one skip/error)
+    if "remapped_rows" in d.errors or "remapped_rows" in d.unsupported:
+        need("gpu.remap.failure", "remapped_rows", None)
+    else:
+        if d.remapped_rows_failure is None:
+            res("gpu.remap.failure", Status.ERROR, "NVML gave no remap-failure flag")
+        elif d.remapped_rows_failure:
             res("gpu.remap.failure", Status.FAIL, "row remapping failed: no spare rows left (RMA)", True, False)
         else:
             res("gpu.remap.failure", Status.PASS, "no row-remap failure", False, False)
-        if d.remapped_rows_pending:
+        if d.remapped_rows_pending is None:
+            res("gpu.remap.pending", Status.ERROR, "NVML gave no pending-remap flag")
+        elif d.remapped_rows_pending:
             res("gpu.remap.pending", Status.FAIL, "a row remap is pending: reset the GPU to apply it", True, False)
         else:
             res("gpu.remap.pending", Status.PASS, "no pending row remap", False, False)
-        u = d.remapped_rows_uncorrectable or 0
-        res("gpu.remap.uncorrectable", Status.WARN if u >= p.remapped_uncorrectable_warn else Status.PASS,
-            f"{u} rows remapped for uncorrectable errors (correctable: {d.remapped_rows_correctable or 0})",
-            u, p.remapped_uncorrectable_warn, "rows")
+        if d.remapped_rows_uncorrectable is None:
+            res("gpu.remap.uncorrectable", Status.ERROR, "NVML gave no remapped-row count")
+        else:
+            u = d.remapped_rows_uncorrectable
+            res("gpu.remap.uncorrectable", Status.WARN if u >= p.remapped_uncorrectable_warn else Status.PASS,
+                f"{u} rows remapped for uncorrectable errors (correctable: {d.remapped_rows_correctable or 0})",
+                u, p.remapped_uncorrectable_warn, "rows")
     # persistence
-    if p.persistence_required and not missing("gpu.persistence", "persistence_mode"):
+    if p.persistence_required and need("gpu.persistence", "persistence_mode", d.persistence_mode):
         res("gpu.persistence", Status.PASS if d.persistence_mode else Status.WARN,
             "persistence mode enabled" if d.persistence_mode else "persistence mode disabled (slow first CUDA start)",
             d.persistence_mode, True)
     # clocks events (throttling)
-    if not missing("gpu.clocks_event", "clocks_event_reasons"):
+    if need("gpu.clocks_event", "clocks_event_reasons", d.clocks_event_reasons):
         hw = sorted(set(d.clocks_event_active) & HW_SLOWDOWN_REASONS)
         if hw:
             res("gpu.clocks_event", Status.FAIL, f"hardware slowdown active: {', '.join(hw)}",
@@ -350,38 +395,39 @@ def _judge_device(d: GpuDevice, p: Any) -> list[CheckResult]:
                 "no slowdown" + (f" ({', '.join(d.clocks_event_active)})" if d.clocks_event_active else ""),
                 d.clocks_event_reasons)
     # temperature
-    if (p.temp_warn_c is not None or p.temp_fail_c is not None) and not missing("gpu.temperature", "temperature_c"):
-        t = d.temperature_c
+    if (p.temp_warn_c is not None or p.temp_fail_c is not None) and \
+            need("gpu.temperature", "temperature_c", d.temperature_c):
+        t = float(d.temperature_c)  # type: ignore[arg-type]
         fail_at = p.temp_fail_c
         if d.temp_slowdown_c and (fail_at is None or d.temp_slowdown_c < fail_at):
             fail_at = d.temp_slowdown_c
-        if t is not None and fail_at is not None and t >= fail_at:
+        if fail_at is not None and t >= fail_at:
             res("gpu.temperature", Status.FAIL, f"{t:g} C at or above slowdown {fail_at:g} C", t, fail_at, "C")
-        elif t is not None and p.temp_warn_c is not None and t >= p.temp_warn_c:
+        elif p.temp_warn_c is not None and t >= p.temp_warn_c:
             res("gpu.temperature", Status.WARN, f"{t:g} C at or above {p.temp_warn_c:g} C", t, p.temp_warn_c, "C")
         else:
             res("gpu.temperature", Status.PASS, f"{t:g} C", t, p.temp_warn_c, "C")
     # power limit
-    if p.power_limit_w is not None and not missing("gpu.power.limit", "power_limit_w"):
-        lim = d.power_limit_w
-        if lim is not None and lim < p.power_limit_w * 0.98:
+    if p.power_limit_w is not None and need("gpu.power.limit", "power_limit_w", d.power_limit_w):
+        lim = float(d.power_limit_w)  # type: ignore[arg-type]
+        drawing = f", drawing {d.power_w:g} W" if d.power_w is not None else ""
+        if lim < p.power_limit_w * 0.98:
             res("gpu.power.limit", Status.WARN, f"power capped at {lim:g} W, profile expects {p.power_limit_w:g} W",
                 lim, p.power_limit_w, "W")
         else:
-            res("gpu.power.limit", Status.PASS, f"limit {lim:g} W, drawing {d.power_w or 0:g} W",
-                lim, p.power_limit_w, "W")
+            res("gpu.power.limit", Status.PASS, f"limit {lim:g} W{drawing}", lim, p.power_limit_w, "W")
     # PCIe
-    if p.pcie_width is not None and not missing("gpu.pcie.width", "pcie_width_current"):
-        w = d.pcie_width_current
-        if w is not None and w < p.pcie_width:
+    if p.pcie_width is not None and need("gpu.pcie.width", "pcie_width_current", d.pcie_width_current):
+        w = int(d.pcie_width_current)  # type: ignore[arg-type]
+        if w < p.pcie_width:
             res("gpu.pcie.width", Status.FAIL, f"PCIe link trained at x{w}, expected x{p.pcie_width}", w,
                 p.pcie_width, "lanes")
         else:
             res("gpu.pcie.width", Status.PASS, f"x{w}", w, p.pcie_width, "lanes")
-    if p.pcie_gen is not None and not missing("gpu.pcie.gen", "pcie_gen_max"):
-        g = d.pcie_gen_max
+    if p.pcie_gen is not None and need("gpu.pcie.gen", "pcie_gen_max", d.pcie_gen_max):
+        g = int(d.pcie_gen_max)  # type: ignore[arg-type]
         cur = f" (now Gen{d.pcie_gen_current}; idle GPUs train down)" if d.pcie_gen_current else ""
-        if g is not None and g < p.pcie_gen:
+        if g < p.pcie_gen:
             res("gpu.pcie.gen", Status.FAIL, f"link can reach only Gen{g}, expected Gen{p.pcie_gen}{cur}", g,
                 p.pcie_gen, "gen")
         else:

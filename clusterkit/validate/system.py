@@ -1,14 +1,32 @@
-"""System domain: host facts through psutil (or the simulator) and their judges."""
+"""System domain: host facts through the context's psutil (the real one, or the simulator's
+stand-in with the same calls) and their judges.
+
+Host memory and CPU counts differ between OEM builds of one SKU, so a node below the profile's
+floor is ``warn`` unless the profile's ``system.floor_status`` is ``fail`` (a site profile that
+pins its exact build).
+"""
 
 from __future__ import annotations
 
-import os
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from clusterkit.models import CheckResult, Status
 from clusterkit.profiles import Profile
+
+if TYPE_CHECKING:  # pragma: no cover
+    from clusterkit.validate.context import ProbeContext
+
+NAME = "system"
+DOC = "host facts through psutil: memory, CPUs, load, free disk space, kernel"
+CHECKS: dict[str, str] = {
+    "system.facts": "host facts could not be read (error)",
+    "system.memory": "host memory below the profile's floor (warn; fail with floor_status: fail)",
+    "system.cpus": "logical CPUs below the profile's floor (warn; fail with floor_status: fail)",
+    "system.load": "1-minute load per CPU above the profile's limit (warn)",
+    "system.disk.free": "free space on the profile's paths (fail), or the path cannot be read (error)",
+}
 
 GIB = 1024**3
 
@@ -33,37 +51,33 @@ class SystemMeasurement(BaseModel):
     error: Optional[str] = None
 
 
-def probe(profile: Profile) -> SystemMeasurement:
+def probe(ctx: "ProbeContext", profile: Optional[Profile] = None) -> SystemMeasurement:
     """Host facts for the paths the profile names. Never raises."""
-    from clusterkit import sim
-
-    wanted = [r.path for r in profile.system.paths]
-    node = sim.current_node()
-    if node is not None:
-        f = node.system_facts()
-        m = SystemMeasurement(cpus=f["cpus"], memory_gib=f["memory_gib"], load1=f["load1"], kernel=f["kernel"])
-        for path in wanted:
-            d = f["disks"].get(path)
-            m.paths.append(PathUsage(path=path, total_gib=d["total_gib"], free_gib=d["free_gib"]) if d
-                           else PathUsage(path=path, error="no such file or directory"))
-        return m
-    m = SystemMeasurement(kernel=os.uname().release)
+    wanted = [r.path for r in profile.system.paths] if profile is not None else []
+    m = SystemMeasurement()
     try:
-        import psutil
-
-        m.cpus = psutil.cpu_count(logical=True)
-        m.memory_gib = round(psutil.virtual_memory().total / GIB, 1)
-        m.load1 = round(psutil.getloadavg()[0], 2)
+        m.kernel = ctx.kernel_release()
+    except Exception:  # noqa: BLE001 - an optional fact
+        m.kernel = None
+    try:
+        ps = ctx.psutil()
+        m.cpus = ps.cpu_count(logical=True)
+        m.memory_gib = round(ps.virtual_memory().total / GIB, 1)
+        m.load1 = round(ps.getloadavg()[0], 2)
     except Exception as e:  # noqa: BLE001 - psutil missing or /proc unreadable
         m.error = f"host facts unavailable: {type(e).__name__}: {e}"
+        return m
     for path in wanted:
         try:
-            st = os.statvfs(path)
-            m.paths.append(PathUsage(path=path, total_gib=round(st.f_blocks * st.f_frsize / GIB, 2),
-                                     free_gib=round(st.f_bavail * st.f_frsize / GIB, 2)))
+            du = ps.disk_usage(path)
+            m.paths.append(PathUsage(path=path, total_gib=round(du.total / GIB, 2),
+                                     free_gib=round(du.free / GIB, 2)))
         except OSError as e:
             m.paths.append(PathUsage(path=path, error=e.strerror or str(e)))
     return m
+
+
+Measurement = SystemMeasurement
 
 
 def judge(m: SystemMeasurement, profile: Profile) -> list[CheckResult]:
@@ -71,16 +85,19 @@ def judge(m: SystemMeasurement, profile: Profile) -> list[CheckResult]:
     out: list[CheckResult] = []
     if m.error:
         out.append(CheckResult(check="system.facts", status=Status.ERROR, message=m.error))
+    below = Status.FAIL if getattr(p, "floor_status", "warn") == "fail" else Status.WARN
+    build = "" if below is Status.FAIL else " (another build of this SKU? a site profile can make it a hard floor)"
     if p.memory_gib_min is not None and m.memory_gib is not None:
         ok = m.memory_gib >= p.memory_gib_min
-        out.append(CheckResult(check="system.memory", status=Status.PASS if ok else Status.FAIL,
+        out.append(CheckResult(check="system.memory", status=Status.PASS if ok else below,
                                value=m.memory_gib, threshold=p.memory_gib_min, unit="GiB",
-                               message=f"{m.memory_gib:g} GiB" + ("" if ok else f", below {p.memory_gib_min:g} GiB")))
+                               message=f"{m.memory_gib:g} GiB" +
+                               ("" if ok else f", below {p.memory_gib_min:g} GiB{build}")))
     if p.cpus_min is not None and m.cpus is not None:
         ok = m.cpus >= p.cpus_min
-        out.append(CheckResult(check="system.cpus", status=Status.PASS if ok else Status.FAIL, value=m.cpus,
+        out.append(CheckResult(check="system.cpus", status=Status.PASS if ok else below, value=m.cpus,
                                threshold=p.cpus_min, unit="cpus",
-                               message=f"{m.cpus} CPUs" + ("" if ok else f", below {p.cpus_min}")))
+                               message=f"{m.cpus} CPUs" + ("" if ok else f", below {p.cpus_min}{build}")))
     if p.load_per_cpu_warn is not None and m.load1 is not None and m.cpus:
         per = round(m.load1 / m.cpus, 3)
         ok = per < p.load_per_cpu_warn

@@ -6,9 +6,9 @@ import json
 import threading
 import time
 
-from clusterkit.errors import CommandTimeout, ConnectError, HostKeyError
+from clusterkit.errors import CommandTimeout, ConnectError, HostKeyError, InternalError
 from clusterkit.models import NODE_SCHEMA, CheckResult, FleetReport, Node, NodeReport, NodeStatus, Status
-from clusterkit.transport import CommandResult, fan_out
+from clusterkit.transport import BaseTransport, CommandResult, fan_out
 from clusterkit.validate.controller import to_node_report
 from clusterkit.validate.fleet import judge_fleet
 
@@ -56,7 +56,7 @@ def test_node_report_decoding():
     assert to_node_report(node, CommandTimeout("slow")).status is NodeStatus.ERROR
 
 
-class FakeTransport:
+class FakeTransport(BaseTransport):
     """Sleeps per node; node 'bad' raises a bug; counts concurrency."""
 
     def __init__(self):
@@ -64,7 +64,7 @@ class FakeTransport:
         self.now = 0
         self.peak = 0
 
-    def run(self, node, argv, *, timeout, stdin=None):
+    def run(self, node, argv, *, timeout, stdin=None, env=None, hold_stdin=False):
         with self.lock:
             self.now += 1
             self.peak = max(self.peak, self.now)
@@ -90,7 +90,9 @@ def test_fan_out_is_bounded_and_never_raises():
     out = fan_out(t, nodes, ["true"], timeout=5, fanout=4, on_done=lambda n, o: seen.append(n.name))
     assert t.peak <= 4
     assert len(out) == 42 and sorted(seen) == sorted(out)
-    assert isinstance(out["bad"], Exception) and "bug in a transport" in str(out["bad"])
+    # a bug of ours is an internal error (exit 4), never "unreachable"
+    assert isinstance(out["bad"], InternalError) and "bug in a transport" in str(out["bad"])
+    assert to_node_report(Node(name="bad"), out["bad"]).error_kind == "internal"
     assert isinstance(out["down"], ConnectError)
     assert out["n7"].stdout == "ok"
 

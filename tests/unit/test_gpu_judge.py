@@ -7,13 +7,14 @@ from clusterkit.profiles import load_profile
 from clusterkit.sim import parse_fleet
 from clusterkit.sim.nvml import SimNVML
 from clusterkit.validate import gpu
+from clusterkit.validate.context import ProbeContext
 
 PROFILE = load_profile("h100-sxm")
 
 
 def verdicts(faults: str, node: str = "n1") -> dict[tuple[str, str | None], Status]:
     fleet = parse_fleet(f"nodes: n1\nfaults:\n{faults}", "t")
-    results = gpu.judge(gpu.probe(SimNVML(fleet.node(node))), PROFILE)
+    results = gpu.judge(gpu.probe(ProbeContext.around(nvml=SimNVML(fleet.node(node)))), PROFILE)
     return {(r.check, r.subject): r.status for r in results}
 
 
@@ -64,7 +65,7 @@ def test_nvml_unavailable_is_error_never_fail():
 
 
 def test_field_errors_are_errors_and_unsupported_is_skip():
-    m = gpu.probe(SimNVML(parse_fleet("nodes: n1", "t").node("n1")))
+    m = gpu.probe(ProbeContext.around(nvml=SimNVML(parse_fleet("nodes: n1", "t").node("n1"))))
     m.gpus[0].errors["pcie_width_current"] = "Unknown Error"
     m.gpus[0].unsupported.append("remapped_rows")
     v = {(r.check, r.subject): r.status for r in gpu.judge(m, PROFILE)}
@@ -74,7 +75,7 @@ def test_field_errors_are_errors_and_unsupported_is_skip():
 
 
 def test_wrong_model_and_small_memory_fail():
-    m = gpu.probe(SimNVML(parse_fleet("nodes: n1", "t").node("n1")))
+    m = gpu.probe(ProbeContext.around(nvml=SimNVML(parse_fleet("nodes: n1", "t").node("n1"))))
     m.gpus[0].name = "NVIDIA A100-SXM4-80GB"
     m.gpus[1].memory_total_mib = 40960
     v = {(r.check, r.subject): r for r in gpu.judge(m, PROFILE)}
@@ -83,7 +84,7 @@ def test_wrong_model_and_small_memory_fail():
 
 
 def test_facts_for_drift():
-    m = gpu.probe(SimNVML(parse_fleet("nodes: n1", "t").node("n1")))
+    m = gpu.probe(ProbeContext.around(nvml=SimNVML(parse_fleet("nodes: n1", "t").node("n1"))))
     assert gpu.facts(m) == {"driver_version": "565.57.01", "cuda_version": "12.7", "gpu_count": 8,
                             "gpu_model": "NVIDIA H100 80GB HBM3", "vbios_version": "96.00.74.00.01"}
 
@@ -92,7 +93,7 @@ def test_driver_min_warns_on_older_driver():
     from clusterkit.profiles import parse_profile
 
     prof = parse_profile("name: p\ngpu: {count: 8, driver_min: '570.86.10'}\n", "p")
-    m = gpu.probe(SimNVML(parse_fleet("nodes: n1", "t").node("n1")))
+    m = gpu.probe(ProbeContext.around(nvml=SimNVML(parse_fleet("nodes: n1", "t").node("n1"))))
     r = [x for x in gpu.judge(m, prof) if x.check == "gpu.driver"]
     assert [(x.status, x.value, x.threshold) for x in r] == [(Status.WARN, "565.57.01", "570.86.10")]
     prof = parse_profile("name: p\ngpu: {count: 8, driver_min: '565.57.1'}\n", "p")

@@ -8,6 +8,7 @@ import pytest
 from clusterkit.sim import SimFleet, parse_fleet
 from clusterkit.sim.nvml import SimNVML
 from clusterkit.validate import gpu
+from clusterkit.validate.context import ProbeContext
 
 FLEET = """
 name: t
@@ -70,18 +71,18 @@ def test_nvml_unavailable_is_driver_not_loaded(fleet):
 
 
 def test_probe_records_lost_gpu_and_counts(fleet):
-    m = gpu.probe(SimNVML(fleet.node("n2")))
+    m = gpu.probe(ProbeContext.around(nvml=SimNVML(fleet.node("n2"))))
     assert m.count == 8 and m.driver_version == "565.57.01" and m.cuda_driver_version == "12.7"
     assert m.gpus[1].lost == "GPU is lost"
     assert m.gpus[3].ecc_volatile_uncorrectable == 4
     assert m.gpus[0].clocks_event_active == ["gpu_idle", "hw_slowdown", "hw_thermal_slowdown"]
-    assert gpu.probe(SimNVML(fleet.node("n4"))).count == 7
-    m3 = gpu.probe(SimNVML(fleet.node("n3")))
+    assert gpu.probe(ProbeContext.around(nvml=SimNVML(fleet.node("n4")))).count == 7
+    m3 = gpu.probe(ProbeContext.around(nvml=SimNVML(fleet.node("n3"))))
     assert m3.count is None and "Driver Not Loaded" in m3.error
 
 
 def test_unknown_node_is_healthy_default(fleet):
-    m = gpu.probe(SimNVML(fleet.node("zz-999")))
+    m = gpu.probe(ProbeContext.around(nvml=SimNVML(fleet.node("zz-999"))))
     assert m.count == 8
     assert all(d.ecc_volatile_uncorrectable == 0 and d.pcie_width_current == 16 for d in m.gpus)
     assert len({d.uuid for d in m.gpus}) == 8
