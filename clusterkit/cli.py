@@ -2,13 +2,16 @@
 
 Exit codes (DESIGN.md): 0 healthy · 1 a node failed · 2 usage/config error · 3 incomplete
 (unreachable nodes or checks that could not run, no failures) · 4 internal error · 130 interrupted.
-Everything heavy is imported inside the command that needs it.
+Every error is one line on stderr, ``clusterkit: error: …``; never a traceback
+(``CLUSTERKIT_DEBUG=1`` shows one for internal errors). Everything heavy is imported inside the
+command that needs it.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from typing import Any, Optional
 
 import click
 
@@ -19,7 +22,17 @@ EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INCOMPLETE, EXIT_INTERNAL, EXIT_INTERRUPTED
 
 
 def _err(message: str) -> None:
-    click.echo(f"clusterkit: error: {message}", err=True)
+    try:
+        click.echo(f"clusterkit: error: {' '.join(message.split())}", err=True)
+    except OSError:  # stderr closed too: nothing left to tell
+        pass
+
+
+def _warn(message: str) -> None:
+    try:
+        click.echo(f"clusterkit: warning: {' '.join(message.split())}", err=True)
+    except OSError:
+        pass
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -28,19 +41,44 @@ def cli() -> None:
     """Validate GPU fleets over SSH and keep only healthy nodes in service."""
 
 
+def _silence_stdout() -> None:
+    """stdout is gone (closed pipe): point it at /dev/null so the interpreter's last flush
+    does not print a second error."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def _click_message(e: click.ClickException) -> str:
+    msg = e.format_message()
+    ctx = getattr(e, "ctx", None)
+    if isinstance(e, click.UsageError) and ctx is not None:
+        return f"{ctx.command_path}: {msg} (see '{ctx.command_path} --help')"
+    return msg
+
+
+_STDOUT_CLOSED = False
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: runs the CLI and turns every outcome into one exit code."""
+    global _STDOUT_CLOSED
+    if sys.stdout is None:  # started with stdout closed: reports still go to their files
+        _STDOUT_CLOSED = True
+        sys.stdout = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115
+    if sys.stderr is None:
+        sys.stderr = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115
     try:
         rc = cli.main(args=argv, prog_name="clusterkit", standalone_mode=False)
-    except click.exceptions.Abort:
-        _err("interrupted")
-        sys.exit(EXIT_INTERRUPTED)
-    except KeyboardInterrupt:
+    except (click.exceptions.Abort, KeyboardInterrupt):
         _err("interrupted")
         sys.exit(EXIT_INTERRUPTED)
     except click.ClickException as e:
-        e.show()
-        sys.exit(EXIT_USAGE if e.exit_code not in (0,) else 0)
+        _err(_click_message(e))
+        sys.exit(EXIT_USAGE if e.exit_code != 0 else 0)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
     except ClusterkitError as e:
@@ -48,16 +86,13 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(e.exit_code)
     except BrokenPipeError:
         # stdout closed early (| head): not an error of ours.
-        try:
-            sys.stdout = open(os.devnull, "w")  # noqa: SIM115
-        except OSError:
-            pass
+        _silence_stdout()
         sys.exit(EXIT_OK)
     except Exception as e:  # noqa: BLE001 - last resort: one line, never a traceback
         if os.environ.get("CLUSTERKIT_DEBUG"):
             raise
         _err(f"internal error: {type(e).__name__}: {' '.join(str(e).split())} "
-             "(set CLUSTERKIT_DEBUG=1 for a traceback)")
+             "(a bug: please report it; set CLUSTERKIT_DEBUG=1 for a traceback)")
         sys.exit(EXIT_INTERNAL)
     sys.exit(rc if isinstance(rc, int) else EXIT_OK)
 
@@ -130,6 +165,38 @@ def parse_cmd(tool: str, file: str, as_json: bool) -> int:
     return EXIT_OK
 
 
+# --------------------------------------------------------------------------- checks
+@cli.command("checks")
+@click.option("--json", "as_json", is_flag=True, help="Print the registry as JSON.")
+def checks_cmd(as_json: bool) -> int:
+    """List every check id with its one-line description (what --checks accepts).
+
+    --checks also takes a domain (gpu, system) or a group: a dotted prefix of ids (gpu.ecc).
+    """
+    from clusterkit.validate import registry
+
+    if as_json:
+        import json
+
+        doc: dict[str, Any] = {"domains": {name: {"doc": registry.domain_module(name).DOC,
+                                  "checks": {k: v for k, v in registry.node_checks().items()
+                                             if k.split(".", 1)[0] == name}}
+                           for name in registry.DOMAINS},
+               "fleet": registry.fleet_checks()}
+        click.echo(json.dumps(doc, indent=2))
+        return EXIT_OK
+    nodes = registry.node_checks()
+    for name in registry.DOMAINS:
+        click.echo(f"{name}: {registry.domain_module(name).DOC}")
+        for cid, line in nodes.items():
+            if cid.split(".", 1)[0] == name:
+                click.echo(f"  {cid:28} {line}")
+    click.echo("fleet: judged on the controller from every node's facts")
+    for cid, line in registry.fleet_checks().items():
+        click.echo(f"  {cid:28} {line}")
+    return EXIT_OK
+
+
 # --------------------------------------------------------------------------- node-check
 def _split_checks(value: tuple[str, ...]) -> list[str] | None:
     if not value:
@@ -142,16 +209,34 @@ def _split_checks(value: tuple[str, ...]) -> list[str] | None:
     return items
 
 
-def _load_profile_arg(spec: str | None):
+def _load_profile_arg(spec: str | None, one_line: bool = False) -> Any:
     from clusterkit.profiles import load_profile, parse_profile
 
     if spec == "-":
-        return parse_profile(sys.stdin.read(), "<stdin>")
+        text = sys.stdin.readline() if one_line else sys.stdin.read()
+        return parse_profile(text, "<stdin>")
     if spec is None:
         from clusterkit.validate.runner import default_profile_name
 
         spec = default_profile_name()
     return load_profile(spec)
+
+
+def _watch_lifeline(on_close: Any) -> None:
+    """End this process when stdin reaches end-of-file: the controller that started us went
+    away (timeout, Ctrl-C, lost connection)."""
+    import threading
+
+    def watch() -> None:
+        try:
+            stream: Any = sys.stdin.buffer
+            while stream.read1(65536):
+                pass
+        except (OSError, ValueError):
+            pass
+        on_close()
+
+    threading.Thread(target=watch, name="ck-lifeline", daemon=True).start()
 
 
 @cli.command("node-check")
@@ -160,22 +245,53 @@ def _load_profile_arg(spec: str | None):
                    "to read it from stdin. Default: $CLUSTERKIT_PROFILE, else the simulated "
                    "fleet's profile on a simulated node, else h100-sxm.")
 @click.option("--checks", multiple=True, metavar="LIST",
-              help="Comma-separated checks or domains to run (gpu, system, gpu.ecc, …). Default: all.")
+              help="Checks, groups or domains to run (gpu, system, gpu.ecc, …; see `clusterkit "
+                   "checks`). Default: all. An unknown name is refused.")
 @click.option("--json", "as_json", is_flag=True, help="Print the node report as JSON.")
-def node_check_cmd(profile: str | None, checks: tuple[str, ...], as_json: bool) -> int:
+@click.option("--deadline", default=60.0, show_default=True, type=click.FloatRange(0.1, 86400),
+              help="Seconds for the whole node-check: a probe still running then is reported as "
+                   "error and the report is printed with what finished.")
+@click.option("--sysfs-root", metavar="DIR", envvar="CLUSTERKIT_SYSFS_ROOT",
+              help="Where the host's /sys is mounted (containers). Default: /sys.")
+@click.option("--state-dir", metavar="DIR", envvar="CLUSTERKIT_STATE_DIR",
+              help="The node's state directory (counters compared between runs).")
+@click.option("--kernel-log", metavar="FILE", help="Read this saved kernel log instead of dmesg.")
+@click.option("--lifeline", is_flag=True,
+              help="For controllers: with --profile -, the profile is the first line of stdin; "
+                   "stdin then stays open, and node-check stops when it closes.")
+def node_check_cmd(profile: str | None, checks: tuple[str, ...], as_json: bool, deadline: float,
+                   sysfs_root: Optional[str], state_dir: Optional[str], kernel_log: Optional[str],
+                   lifeline: bool) -> int:
     """Check this node's hardware against a profile (runs on the node itself).
 
     Exit 0 healthy, 1 a check failed, 3 a check could not run, 2 bad input.
     """
-    from clusterkit.models import NODE_SCHEMA, NodeStatus
-    from clusterkit.validate.runner import run_node_check
+    import time
 
-    prof = _load_profile_arg(profile)
-    report = run_node_check(prof, _split_checks(checks))
+    started = time.monotonic()
+    from clusterkit.models import NODE_SCHEMA, NodeStatus
+    from clusterkit.validate.registry import select
+    from clusterkit.validate.runner import make_context, run_node_check
+
+    selection = select(_split_checks(checks))
+    if sysfs_root is not None and not os.path.isdir(sysfs_root):
+        from clusterkit.errors import UsageError
+
+        raise UsageError(f"--sysfs-root {sysfs_root}: not a directory")
+    prof = _load_profile_arg(profile, one_line=lifeline)
+    ctx = make_context(deadline=started + deadline, sysfs_root=sysfs_root, state_dir=state_dir,
+                       kernel_log_file=kernel_log)
+    if lifeline:
+        def gone() -> None:
+            ctx.procs.kill_all()
+            os._exit(EXIT_INTERRUPTED)
+
+        _watch_lifeline(gone)
+    report = run_node_check(prof, selection, ctx)
     if as_json:
-        doc = report.model_dump(mode="json")
         import json
 
+        doc = report.model_dump(mode="json")
         click.echo(json.dumps({"schema": NODE_SCHEMA, **doc}, separators=(",", ":")))
     else:
         for c in report.checks:
@@ -186,33 +302,82 @@ def node_check_cmd(profile: str | None, checks: tuple[str, ...], as_json: bool) 
         n = len(report.checks)
         click.echo(f"{report.node}: {report.status.value} ({n} checks, profile {prof.name}, "
                    f"{report.duration_s:.2f}s)")
-    return {NodeStatus.PASS: EXIT_OK, NodeStatus.WARN: EXIT_OK, NodeStatus.FAIL: EXIT_FAIL}.get(
+    rc = {NodeStatus.PASS: EXIT_OK, NodeStatus.WARN: EXIT_OK, NodeStatus.FAIL: EXIT_FAIL}.get(
         report.status, EXIT_INCOMPLETE)
+    if report.error_kind == "deadline":
+        # a probe is stuck in a call that cannot be interrupted: do not wait for its thread
+        sys.stdout.flush()
+        os._exit(rc)
+    return rc
 
 
 # --------------------------------------------------------------------------- validate
+def _check_writable(path: str, option: str) -> None:
+    """Refuse (exit 2, before the run) an output path that cannot be written."""
+    from clusterkit.errors import UsageError
+
+    if os.path.isdir(path):
+        raise UsageError(f"{option} {path}: is a directory")
+    if os.path.exists(path):
+        if not os.access(path, os.W_OK):
+            raise UsageError(f"{option} {path}: not writable")
+        return
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise UsageError(f"{option} {path}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"{option} {path}: directory {parent} is not writable")
+
+
+def _union(values: tuple[str, ...]) -> Optional[str]:
+    """Repeated hostlist options are one union (a comma joins hostlists)."""
+    items = [v for v in values if v and v.strip()]
+    return ",".join(items) if items else None
+
+
+def _echo_stdout(text: str) -> bool:
+    """Write the report to stdout; a closed or full stdout is reported, not fatal."""
+    if _STDOUT_CLOSED:
+        _warn("stdout is closed: the report was not printed (files given with --output/--junit are written)")
+        return False
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return True
+    except (BrokenPipeError, OSError) as e:
+        _silence_stdout()
+        why = "closed" if isinstance(e, BrokenPipeError) else (e.strerror or str(e))
+        _warn(f"could not write the report to stdout ({why}); files given with --output/--junit are written")
+        return False
+
+
 @cli.command("validate")
 @click.option("--sim", "sim", is_flag=False, flag_value="builtin", default=None, metavar="[FLEET.yaml]",
               help="Run on a simulated fleet: the built-in one (8 HGX H100 nodes, two faults) or your "
                    "fleet file. Runs locally, no SSH.")
-@click.option("--nodes", metavar="HOSTLIST", help="Nodes to validate, e.g. 'gpu-[001-032]'.")
+@click.option("--nodes", multiple=True, metavar="HOSTLIST",
+              help="Nodes to validate, e.g. 'gpu-[001-032]' (repeat: the union).")
 @click.option("--inventory", metavar="FILE", help="Inventory YAML (nodes with host, port, user, labels, profile).")
-@click.option("--exclude", metavar="HOSTLIST", help="Nodes to leave out.")
+@click.option("--exclude", multiple=True, metavar="HOSTLIST", help="Nodes to leave out (repeat: the union).")
 @click.option("--profile", metavar="NAME|FILE",
               help="Hardware profile (h100-sxm, h200-sxm, or a YAML file). Default: the inventory's or "
                    "sim fleet's, else h100-sxm.")
-@click.option("--checks", multiple=True, metavar="LIST", help="Checks or domains to run (default: all).")
+@click.option("--checks", multiple=True, metavar="LIST",
+              help="Checks, groups or domains to run (default: all; see `clusterkit checks`).")
+@click.option("--transport", "transport_name", type=click.Choice(["openssh", "paramiko"]), default=None,
+              help="How to reach the nodes: openssh (the system ssh; default) or paramiko. "
+                   "Default: the inventory's, else openssh.")
 @click.option("--ssh-config", metavar="FILE", help="ssh_config to use (default: ~/.ssh/config).")
-@click.option("--user", metavar="USER", help="SSH login user (overrides ssh_config).")
+@click.option("--user", metavar="USER", help="SSH login user (overrides the inventory and ssh_config).")
 @click.option("--identity", metavar="KEY", help="SSH private key file.")
 @click.option("--accept-new-hostkeys", is_flag=True,
               help="Accept and record host keys of nodes not in known_hosts (changed keys are still refused).")
 @click.option("--fanout", default=64, show_default=True, type=click.IntRange(1, 4096),
               help="Nodes in flight at once.")
-@click.option("--timeout", default=120.0, show_default=True, type=click.FloatRange(0.1, None),
-              help="Seconds for node-check on one node, connect included.")
-@click.option("--connect-timeout", default=10.0, show_default=True, type=click.FloatRange(0.1, None),
-              help="Seconds for the SSH connection to one node.")
+@click.option("--timeout", default=120.0, show_default=True, type=click.FloatRange(0.1, 86400),
+              help="Seconds for one node, connection included; node-check gets a deadline inside it.")
+@click.option("--connect-timeout", default=10.0, show_default=True, type=click.FloatRange(0.1, 3600),
+              help="Seconds for the SSH connection to one node (never more than --timeout).")
 @click.option("--remote-command", default="clusterkit", show_default=True, metavar="CMD",
               help="How to start clusterkit on the nodes (e.g. '/opt/clusterkit/bin/clusterkit').")
 @click.option("--json", "as_json", is_flag=True, help="Print the clusterkit.report/v1 JSON document.")
@@ -220,15 +385,15 @@ def node_check_cmd(profile: str | None, checks: tuple[str, ...], as_json: bool) 
 @click.option("--junit", metavar="FILE", help="Write a JUnit XML report to FILE.")
 @click.option("-v", "--verbose", is_flag=True, help="List every node and check in the terminal report.")
 @click.option("--no-progress", is_flag=True, help="No progress bar on stderr.")
-def validate_cmd(sim: str | None, nodes: str | None, inventory: str | None, exclude: str | None,
-                 profile: str | None, checks: tuple[str, ...], ssh_config: str | None, user: str | None,
-                 identity: str | None, accept_new_hostkeys: bool, fanout: int, timeout: float,
-                 connect_timeout: float, remote_command: str, as_json: bool, output: str | None,
-                 junit: str | None, verbose: bool, no_progress: bool) -> int:
+def validate_cmd(sim: str | None, nodes: tuple[str, ...], inventory: str | None, exclude: tuple[str, ...],
+                 profile: str | None, checks: tuple[str, ...], transport_name: str | None,
+                 ssh_config: str | None, user: str | None, identity: str | None, accept_new_hostkeys: bool,
+                 fanout: int, timeout: float, connect_timeout: float, remote_command: str, as_json: bool,
+                 output: str | None, junit: str | None, verbose: bool, no_progress: bool) -> int:
     """Validate nodes: run node-check on each (over SSH, or locally with --sim) and report.
 
     Exit 0 all healthy, 1 a node failed, 2 usage/config error, 3 incomplete (unreachable
-    nodes or checks that could not run, no failure), 130 interrupted.
+    nodes or checks that could not run, no failure), 4 internal error, 130 interrupted.
     """
     import shlex
 
@@ -236,38 +401,51 @@ def validate_cmd(sim: str | None, nodes: str | None, inventory: str | None, excl
     from clusterkit.errors import UsageError
     from clusterkit.profiles import load_profile
     from clusterkit.validate.controller import validate_fleet
-    from clusterkit.validate.runner import select
+    from clusterkit.validate.registry import select
 
-    if sim is None and not nodes and not inventory:
+    nodes_expr = _union(nodes)
+    exclude_expr = _union(exclude)
+    if sim is None and not nodes_expr and not inventory:
         raise UsageError("say which nodes: --nodes HOSTLIST, --inventory FILE, or --sim [FLEET]")
-    if nodes and inventory:
+    if nodes_expr and inventory:
         raise UsageError("--nodes and --inventory are exclusive")
     if sim is not None and inventory:
         raise UsageError("--sim and --inventory are exclusive (use --sim FLEET --nodes HOSTLIST to pick nodes)")
     check_list = _split_checks(checks)
-    select(check_list)  # bad --checks fail now, before any connection
+    select(check_list)  # a typo is refused now, before any connection
+    outputs = [(o, opt) for o, opt in ((output, "--output"), (junit, "--junit")) if o]
+    for path, opt in outputs:
+        _check_writable(path, opt)
+    if output and junit and os.path.abspath(output) == os.path.abspath(junit) and os.path.isfile(output):
+        raise UsageError("--output and --junit name the same file")
 
     fleet = None
+    inv_transport = None
     if sim is not None:
         from clusterkit import sim as simmod
 
         fleet = simmod.load_fleet(sim if sim == "builtin" else os.path.abspath(sim))
-        node_list = inv.nodes_from_hostlist(nodes) if nodes else [inv.Node(name=n) for n in fleet.node_names()]
+        node_list = inv.nodes_from_hostlist(nodes_expr) if nodes_expr else \
+            [inv.Node(name=n) for n in fleet.node_names()]
         source = f"sim:{fleet.name}"
     elif inventory:
-        node_list = inv.load_inventory(inventory)
+        loaded = inv.load_inventory_file(inventory) if hasattr(inv, "load_inventory_file") else None
+        if loaded is not None:
+            node_list, inv_transport = list(loaded.nodes), loaded.transport
+        else:
+            node_list = inv.load_inventory(inventory)
         source = f"inventory:{inventory}"
     else:
-        node_list = inv.nodes_from_hostlist(nodes or "")
-        source = f"nodes:{nodes}"
-    node_list = inv.exclude(node_list, exclude)
+        node_list = inv.nodes_from_hostlist(nodes_expr or "")
+        source = f"nodes:{nodes_expr}"
+    node_list = inv.exclude(node_list, exclude_expr)
     if not node_list:
         raise UsageError("no nodes left to validate")
 
     default_spec = profile or (fleet.profile if fleet is not None and fleet.profile else None) or "h100-sxm"
-    cache: dict[str, object] = {}
+    cache: dict[str, Any] = {}
 
-    def profile_for(node):  # type: ignore[no-untyped-def]
+    def profile_for(node: Any) -> Any:
         spec = profile or node.profile or default_spec
         if spec not in cache:
             cache[spec] = load_profile(spec)
@@ -276,17 +454,19 @@ def validate_cmd(sim: str | None, nodes: str | None, inventory: str | None, excl
     for n in node_list:  # a bad profile is a usage error before anything runs
         profile_for(n)
 
+    from clusterkit.transport import DEFAULT_TRANSPORT, Transport, make_transport
+
+    transport: Transport
     if fleet is not None:
         from clusterkit.transport.local import LocalTransport
 
-        sim_spec = sim if sim == "builtin" else os.path.abspath(sim)
+        sim_spec = sim if sim == "builtin" else os.path.abspath(str(sim))
         transport = LocalTransport(env_for=lambda n: {"CLUSTERKIT_SIM": sim_spec, "CLUSTERKIT_NODE": n.name})
         remote = [sys.executable, "-m", "clusterkit"]
     else:
-        from clusterkit.transport.ssh import SSHTransport
-
-        transport = SSHTransport(ssh_config=ssh_config, user=user, identity=identity,
-                                 connect_timeout=connect_timeout, accept_new=accept_new_hostkeys)
+        transport = make_transport(transport_name or inv_transport or DEFAULT_TRANSPORT, ssh_config=ssh_config,
+                                   user=user, identity=identity, connect_timeout=min(connect_timeout, timeout),
+                                   accept_new=accept_new_hostkeys)
         try:
             remote = shlex.split(remote_command)
         except ValueError as e:
@@ -294,10 +474,16 @@ def validate_cmd(sim: str | None, nodes: str | None, inventory: str | None, excl
         if not remote:
             raise UsageError("--remote-command is empty")
 
+    try:
+        transport.prepare(node_list)  # configuration errors: exit 2 before any node is contacted
+    except BaseException:
+        transport.close()
+        raise
+
     from clusterkit.report.terminal import ProgressReporter
 
     progress = ProgressReporter(len(node_list), enabled=(not no_progress) and sys.stderr.isatty())
-    interrupted = False
+    report: Any
     try:
         report = validate_fleet(node_list, transport, profile_for=profile_for, remote=remote,
                                 checks=check_list, timeout=timeout, fanout=fanout, source=source,
@@ -306,25 +492,32 @@ def validate_cmd(sim: str | None, nodes: str | None, inventory: str | None, excl
         report = getattr(e, "report", None)
         if report is None:
             raise
-        interrupted = True
     finally:
         progress.close()
         transport.close()
 
     from clusterkit.report import write_report
 
+    # Files first: a closed stdout must not cost them. A file that cannot be written does not
+    # stop the others, and the exit code still gives the fleet's verdict.
+    for target, fmt, opt in ((output, "json", "--output"), (junit, "junit", "--junit")):
+        if not target:
+            continue
+        try:
+            write_report(report, fmt, target)
+        except ClusterkitError as e:
+            _err(f"{opt}: {e} (the verdict below stands)")
     if as_json and not output:
-        click.echo(report.to_json())
+        _echo_stdout(report.to_json() + "\n")
     else:
         from clusterkit.report.terminal import render_terminal
 
-        click.echo(render_terminal(report, verbose=verbose, color=None if sys.stdout.isatty() else False),
-                   nl=False)
-    if output:
-        write_report(report, "json", output)
-    if junit:
-        write_report(report, "junit", junit)
-    if interrupted:
+        _echo_stdout(render_terminal(report, verbose=verbose))
+    s = report.summary
+    if s.interrupted:
         _err("interrupted: the report covers the nodes that answered")
-        return EXIT_INTERRUPTED
-    return report.summary.exit_code
+    if s.internal_errors:
+        bad = [n for n in report.nodes if n.error_kind == "internal"]
+        _err(f"internal error on {len(bad)} node(s), e.g. {bad[0].node}: {bad[0].error} "
+             "(a bug in clusterkit: please report it)")
+    return s.exit_code

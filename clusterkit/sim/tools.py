@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import datetime as _dt
 import sys
+from typing import Any
 
 
-def _node():  # type: ignore[no-untyped-def]
+def _node() -> Any:
     from clusterkit import sim
 
     node = sim.current_node()

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from clusterkit.errors import TransportError
 from clusterkit.models import NODE_SCHEMA, FleetReport, Node, NodeReport, NodeStatus, schema_major
@@ -48,7 +48,7 @@ def _from_transport_error(node: Node, e: TransportError) -> NodeReport:
                       cause=e.cause, output_tail=tail)
 
 
-def _last_json(stdout: str) -> Optional[dict]:  # type: ignore[type-arg]
+def _last_json(stdout: str) -> Optional[dict[str, Any]]:
     # the report is the last JSON line; login banners or shell noise may come before it
     for line in reversed(stdout.splitlines()):
         line = line.strip()

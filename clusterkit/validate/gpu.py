@@ -228,8 +228,9 @@ def _probe_initialised(nvml: Any) -> GpuMeasurement:
     return m
 
 
-def _classes(nvml: Any, *names: str) -> tuple[type, ...]:
-    return tuple(c for c in (getattr(nvml, n, None) for n in names) if isinstance(c, type))
+def _classes(nvml: Any, *names: str) -> tuple[type[BaseException], ...]:
+    return tuple(c for c in (getattr(nvml, n, None) for n in names)
+                 if isinstance(c, type) and issubclass(c, BaseException))
 
 
 def _clocks_event_fn(nvml: Any) -> Callable[[Any], int]:
@@ -325,7 +326,7 @@ def _judge_device(d: GpuDevice, p: Any) -> list[CheckResult]:
             res("gpu.model", Status.PASS, name, value=name)
     # memory
     if p.memory_total_mib_min is not None and need("gpu.memory", "memory_total_mib", d.memory_total_mib):
-        ok = d.memory_total_mib >= p.memory_total_mib_min  # type: ignore[operator]
+        ok = d.memory_total_mib >= p.memory_total_mib_min
         res("gpu.memory", Status.PASS if ok else Status.FAIL,
             f"{d.memory_total_mib} MiB" + ("" if ok else f", below {p.memory_total_mib_min} MiB"),
             d.memory_total_mib, p.memory_total_mib_min, "MiB")

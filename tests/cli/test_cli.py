@@ -164,7 +164,7 @@ def test_version_and_help():
 def test_terminal_report_survives_unfoldable_node_names(tmp_path):
     # names an inventory may hold but a hostlist cannot fold are listed as they are
     fleet = tmp_path / "f.yaml"
-    fleet.write_text("nodes: 'n[1-2]'\nfaults:\n  - {node: 'n[1-2]', kind: memory_gib, value: 10}\n")
+    fleet.write_text("nodes: 'n[1-2]'\nfaults:\n  - {node: 'n[1-2]', kind: disk_free_gib, value: 1}\n")
     p = ck("validate", "--sim", str(fleet), "--nodes", "n1,n2,n2")
     assert p.returncode == 1 and "n[1-2]" in p.stdout and "Traceback" not in p.stderr
     assert "2 nodes:" in p.stdout
