@@ -399,6 +399,8 @@ class _Comparator:
         sort with the comparator itself.
         """
         keys = {hr.key for hr in ranges}
+        # All values are bytes or all are ints (one branch), so ranks always compare.
+        rank: dict[bytes, bytes | int]
         with_digits = [k for k in keys if any(0x30 <= c <= 0x39 for c in k)]
         if len(with_digits) <= 1:
             rank = {k: bytes(c ^ 0x80 for c in k) + b"\x80" for k in keys}

@@ -155,9 +155,9 @@ def _gpus_of(res: dict) -> tuple[list[int | None], str | None]:
             if ids and all(p.isascii() and p.isdigit() and len(p) < 6 for p in ids):
                 return [int(p) for p in ids], None
         if isinstance(val, list):
-            ids = [v for v in val if isinstance(v, int) and not isinstance(v, bool)]
-            if ids:
-                return list(ids), None
+            int_ids = [v for v in val if isinstance(v, int) and not isinstance(v, bool)]
+            if int_ids:
+                return list(int_ids), None
     cpu = res.get("cpu_id")
     if isinstance(cpu, (str, int)) and not isinstance(cpu, bool):
         return [None], f"CPU {cpu}"

@@ -228,11 +228,13 @@ def _parse_json(text: str, start: int, lines_before: list[str], first_line_no: i
                    all_lines[first_line_no - 1])
     version = data.get("fio version")
     out = FioOutput(format="json", version=version if isinstance(version, str) else None)
-    gopts = data.get("global options") if isinstance(data.get("global options"), dict) else {}
+    raw_gopts = data.get("global options")
+    gopts = raw_gopts if isinstance(raw_gopts, dict) else {}
     for raw in jobs:
         if not isinstance(raw, dict):
             continue
-        opts = raw.get("job options") if isinstance(raw.get("job options"), dict) else {}
+        raw_opts = raw.get("job options")
+        opts = raw_opts if isinstance(raw_opts, dict) else {}
 
         def opt(key: str) -> Optional[str]:
             v = opts.get(key, gopts.get(key))

@@ -333,7 +333,8 @@ def _parse_json(text: str) -> NvbandwidthOutput:
         if not isinstance(case, dict):
             continue
         name = case.get("name") if isinstance(case.get("name"), str) else None
-        status = case.get("status") if isinstance(case.get("status"), str) else "Passed"
+        raw_status = case.get("status")
+        status = raw_status if isinstance(raw_status, str) else "Passed"
         desc = case.get("bandwidth_description")
         test = NvbTest(name=name, status=status, description=desc if isinstance(desc, str) else None)
         if isinstance(case.get("error"), str):

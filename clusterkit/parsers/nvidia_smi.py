@@ -70,10 +70,11 @@ class EccCounts(_Model):
     """ECC error counts of one scope (volatile: since the driver loaded; aggregate: lifetime)."""
 
     correctable: int | None = Field(
-        None, description="Total correctable errors (SRAM+DRAM, or single-bit total on old GPUs)."
+        default=None,
+        description="Total correctable errors (SRAM+DRAM, or single-bit total on old GPUs).",
     )
     uncorrectable: int | None = Field(
-        None,
+        default=None,
         description="Total uncorrectable errors (SRAM parity+SEC-DED+DRAM, or double-bit total).",
     )
     counters: dict[str, int | None] = Field(
@@ -139,8 +140,8 @@ class GpuInfo(_Model):
 
     ecc_mode_current: str | None = None
     ecc_mode_pending: str | None = None
-    ecc_volatile: EccCounts = Field(default_factory=EccCounts)
-    ecc_aggregate: EccCounts = Field(default_factory=EccCounts)
+    ecc_volatile: EccCounts = Field(default_factory=lambda: EccCounts())
+    ecc_aggregate: EccCounts = Field(default_factory=lambda: EccCounts())
     ecc_sram_threshold_exceeded: bool | None = None
     ecc_aggregate_uncorrectable_sram_sources: dict[str, int | None] = Field(default_factory=dict)
 
@@ -159,7 +160,8 @@ class GpuInfo(_Model):
     temp_slowdown_c: int | None = None
     temp_max_operating_c: int | None = None
     temp_tlimit_c: int | None = Field(
-        None, description="Margin to the slowdown limit ('GPU T.Limit Temp'), newer drivers."
+        default=None,
+        description="Margin to the slowdown limit ('GPU T.Limit Temp'), newer drivers.",
     )
     temp_shutdown_tlimit_c: int | None = None
     temp_slowdown_tlimit_c: int | None = None
@@ -171,7 +173,8 @@ class GpuInfo(_Model):
     power_draw_w: float | None = None
     power_draw_instant_w: float | None = None
     power_limit_w: float | None = Field(
-        None, description="Current (enforced) power limit: 'Current Power Limit' or 'Enforced'."
+        default=None,
+        description="Current (enforced) power limit: 'Current Power Limit' or 'Enforced'.",
     )
     power_limit_enforced_w: float | None = None
     power_limit_requested_w: float | None = None
@@ -209,7 +212,8 @@ class NvidiaSmiQuery(ParsedOutput):
     attached_gpus: int | None = None
     gpus: list[GpuInfo] = Field(default_factory=list)
     error: str | None = Field(
-        None, description="nvidia-smi's own failure message (driver gone, GPU lost), if any."
+        default=None,
+        description="nvidia-smi's own failure message (driver gone, GPU lost), if any.",
     )
 
     def summary(self) -> str:

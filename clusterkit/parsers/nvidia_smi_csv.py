@@ -68,7 +68,7 @@ class NvidiaSmiCsv(ParsedOutput):
 
     columns: list[CsvColumn] = Field(default_factory=list)
     rows: list[dict[str, int | float | str | None]] = Field(default_factory=list)
-    error: str | None = Field(None, description="nvidia-smi's own failure message, if any.")
+    error: str | None = Field(default=None, description="nvidia-smi's own failure message, if any.")
 
     def summary(self) -> str:
         out = [f"nvidia-smi csv: {len(self.rows)} row(s) x {len(self.columns)} column(s)"]

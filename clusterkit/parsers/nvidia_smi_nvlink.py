@@ -38,8 +38,12 @@ class _Model(BaseModel):
 
 class NvLink(_Model):
     link: int
-    speed_gb_per_s: float | None = Field(None, description="Per-link speed as printed (GB/s).")
-    state: str | None = Field(None, description="'active' or 'inactive'; null if not printed.")
+    speed_gb_per_s: float | None = Field(
+        default=None, description="Per-link speed as printed (GB/s)."
+    )
+    state: str | None = Field(
+        default=None, description="'active' or 'inactive'; null if not printed."
+    )
     errors: dict[str, int | str | None] = Field(
         default_factory=dict, description="nvlink -e counters, e.g. replay_errors, crc_errors."
     )
@@ -64,7 +68,7 @@ class NvidiaSmiNvlink(ParsedOutput):
     """``nvidia-smi nvlink -s`` and/or ``-e`` output."""
 
     gpus: list[NvLinkGpu] = Field(default_factory=list)
-    error: str | None = Field(None, description="nvidia-smi's own failure message, if any.")
+    error: str | None = Field(default=None, description="nvidia-smi's own failure message, if any.")
 
     def summary(self) -> str:
         out = [f"nvidia-smi nvlink: {len(self.gpus)} GPU(s)"]

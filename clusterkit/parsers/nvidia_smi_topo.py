@@ -35,7 +35,7 @@ class NvidiaSmiTopo(ParsedOutput):
     numa_affinity: dict[str, str | None] = Field(default_factory=dict)
     gpu_numa_id: dict[str, str | None] = Field(default_factory=dict)
     nic_legend: dict[str, str] = Field(default_factory=dict, description="NIC0 -> mlx5_0")
-    error: str | None = Field(None, description="nvidia-smi's own failure message, if any.")
+    error: str | None = Field(default=None, description="nvidia-smi's own failure message, if any.")
 
     def summary(self) -> str:
         gpus = [d for d in self.devices if d.startswith("GPU")]

@@ -50,7 +50,7 @@ def parse_state(raw: Any) -> tuple[Optional[str], list[str]]:
         return state, _dedupe(more + flags)
     if not isinstance(raw, str) or not raw.strip():
         return None, []
-    flags: list[str] = []
+    flags = []
     parts = raw.strip().split("+")
     head, rest = parts[0], parts[1:]
     if rest and rest[-1] == "":  # 'ALLOCATED+' = allocated and completing
@@ -203,7 +203,10 @@ def _split_row(line: str, cols: list[tuple[str, int, int]]) -> Optional[list[Opt
         left_toks, right_toks = toks[:k], toks[len(toks) - right:] if right else []
         mid = toks[k:len(toks) - right]
         middle = line[mid[0][0]:mid[-1][1]]
-        return [t[2] for t in left_toks] + [middle] + [t[2] for t in right_toks]
+        row: list[Optional[str]] = [t[2] for t in left_toks]
+        row.append(middle)
+        row.extend(t[2] for t in right_toks)
+        return row
     if not toks:
         return None
     # Fall back on the header's column positions (missing or extra words).
@@ -321,12 +324,12 @@ def _sinfo_json(text: str, first_no: int, first_line: str) -> SinfoOutput:
                     out.slurm_version = ".".join(str(p) for p in parts)
     errs = data.get("errors")
     if isinstance(errs, list):
-        for e in errs:
-            if isinstance(e, dict):
-                msg = e.get("description") or e.get("error")
-                out.errors.append(str(msg) if msg is not None else json.dumps(e))
-            elif isinstance(e, str):
-                out.errors.append(e)
+        for err in errs:
+            if isinstance(err, dict):
+                msg = err.get("description") or err.get("error")
+                out.errors.append(str(msg) if msg is not None else json.dumps(err))
+            elif isinstance(err, str):
+                out.errors.append(err)
     if isinstance(data.get("sinfo"), list):  # Slurm >= 23.02 (data_parser)
         for entry in data["sinfo"]:
             if isinstance(entry, dict):
@@ -342,6 +345,11 @@ def _raw_state(raw: Any) -> Optional[str]:
     if isinstance(raw, list):
         return "+".join(w for w in raw if isinstance(w, str)) or None
     return raw if isinstance(raw, str) else None
+
+
+def _as_dict(v: Any) -> dict[Any, Any]:
+    """``v`` if it is a JSON object, else an empty one."""
+    return v if isinstance(v, dict) else {}
 
 
 def _json_node(node: dict) -> SinfoRow:
@@ -368,15 +376,15 @@ def _json_node(node: dict) -> SinfoRow:
 
 
 def _json_sinfo_entry(entry: dict) -> SinfoRow:
-    part = entry.get("partition") if isinstance(entry.get("partition"), dict) else {}
+    part = _as_dict(entry.get("partition"))
     pname = part.get("name") if isinstance(part.get("name"), str) else None
-    nodes = entry.get("nodes") if isinstance(entry.get("nodes"), dict) else {}
+    nodes = _as_dict(entry.get("nodes"))
     names = [n for n in nodes.get("nodes") or [] if isinstance(n, str)] \
         if isinstance(nodes.get("nodes"), list) else []
-    node = entry.get("node") if isinstance(entry.get("node"), dict) else {}
+    node = _as_dict(entry.get("node"))
     raw_state = node.get("state")
     state, flags = parse_state(raw_state)
-    reason = entry.get("reason") if isinstance(entry.get("reason"), dict) else {}
+    reason = _as_dict(entry.get("reason"))
     desc = reason.get("description")
     user = reason.get("user")
     nodelist = None

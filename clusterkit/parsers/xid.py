@@ -144,7 +144,7 @@ class XidOutput(ParsedOutput):
             return "dmesg-xid: no Xid/SXid events"
         lines = [f"dmesg-xid: {len(self.events)} event line(s) on {len(self.devices)} device(s); "
                  f"worst action: {self.worst_action}"]
-        first = {}
+        first: dict[tuple[bool, int], XidEvent] = {}
         for e in self.events:
             first.setdefault((e.sxid, e.xid), e)
         for (sx, x), e in sorted(first.items()):
@@ -290,8 +290,11 @@ def parse_xid(text: str) -> XidOutput:
         acts = dev_actions.setdefault((e.pci, e.sxid), [])
         if e.action not in acts:
             acts.append(e.action)
-    devices = [XidDevice(pci=pci, sxid=sx, counts=c, worst_action=worst(dev_actions[(pci, sx)]))
-               for (pci, sx), c in per_dev.items()]
+    devices = []
+    for (pci, sx), c in per_dev.items():
+        dev_worst = worst(dev_actions[(pci, sx)])
+        assert dev_worst is not None  # every device has >= 1 event, hence >= 1 action
+        devices.append(XidDevice(pci=pci, sxid=sx, counts=c, worst_action=dev_worst))
     return XidOutput(events=events, counts=counts, sxid_counts=sxid_counts, devices=devices,
                      worst_action=worst([d.worst_action for d in devices]),
                      catalog_version=cat.version)

@@ -413,8 +413,8 @@ def render_terminal(
         legacy_windows=False,
         soft_wrap=True,
     )
-    for line in w.lines:
-        console.print(line)
+    for text_line in w.lines:
+        console.print(text_line)
     if verbose:
         console.print(w._Text("Nodes", style="bold underline"))
         for item in _verbose_nodes(w, nodes):
