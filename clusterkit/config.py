@@ -2,17 +2,63 @@
 
 Every problem becomes one :class:`ConfigError` line naming the file and, where known, the line
 or the key: ``inventory fleet.yaml: nodes.0.port: Input should be a valid integer``.
+
+The YAML loader (``StrictLoader``: PyYAML's safe loader, libyaml's parser when PyYAML has it)
+is stricter than ``yaml.safe_load``:
+
+* a key given twice in one mapping is refused (PyYAML keeps the last one silently: an
+  inventory with ``nodes:`` twice would lose the first block);
+* a file is at most :data:`MAX_FILE_BYTES`, holds at most :data:`MAX_NODES` YAML nodes with
+  every alias counted as the whole subtree it stands for (so a "billion laughs" alias bomb is
+  refused while it is being read, long before anything copies it), and nests at most
+  :data:`MAX_DEPTH` levels; an alias that refers to its own anchor is refused.
+
+Numbers in the models are strict (:data:`Int`, :data:`Num`): ``true`` is not 1 and ``"8"`` is
+not 8; a whole number is accepted where any number is meant.
 """
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import AllowInfNan, BaseModel, Strict, ValidationError
+from pydantic_core import PydanticCustomError
 
 from clusterkit.errors import ConfigError
 
 M = TypeVar("M", bound=BaseModel)
+
+#: A whole number: no booleans, no strings, no floats.
+Int = Annotated[int, Strict()]
+#: Any finite number, whole or not: no booleans, no strings, no ``.inf``/``.nan``.
+Num = Annotated[float, Strict(), AllowInfNan(False)]
+#: A flag: ``true``/``false`` only.
+Bool = Annotated[bool, Strict()]
+
+#: The most GPUs one node (one OS) may have. An HGX/DGX baseboard has 8, the largest single-OS
+#: systems have had 16 (DGX-2/HGX-2), and a GB200 NVL72 rack is 18 nodes of 4 GPUs each; 64
+#: leaves ample room while a typo (``count: 100000``) can no longer make the simulator build
+#: a hundred thousand GPUs per node (gigabytes) or a profile demand them.
+MAX_GPUS = 64
+#: The most logical CPUs one node may have: Linux's own ceiling (``CONFIG_NR_CPUS`` is at most
+#: 8192 on x86-64, with MAXSMP).
+MAX_CPUS = 8192
+#: The most paths one profile checks, or one simulated node has disks for.
+MAX_PATHS = 256
+
+#: The largest input file (profiles, inventories, sim fleets): far above any real one.
+MAX_FILE_BYTES = 16 * 1024 * 1024
+#: The most YAML nodes (scalars, lists, mappings) one document may stand for, an alias counted
+#: as every node it repeats. An inventory listing 20,000 nodes one by one with a few labels each
+#: is about 300,000; hostlists make real files far smaller.
+MAX_NODES = 500_000
+#: The deepest nesting of lists and mappings (the models are at most 5 levels deep).
+MAX_DEPTH = 64
+
+
+def invalid(message: str) -> PydanticCustomError:
+    """An error for a validator to raise: ``message`` is shown as it is (no 'Value error, ')."""
+    return PydanticCustomError("invalid", "{message}", {"message": message})
 
 
 def first_error(e: ValidationError) -> str:
@@ -26,27 +72,141 @@ def first_error(e: ValidationError) -> str:
     return f"{loc}: {err.get('msg', 'invalid')}{more}"
 
 
-def load_yaml_model(text: str, model: type[M], label: str, expected: str = "a mapping of keys") -> M:
-    """Validate YAML (or JSON) ``text`` as ``model``; ``label`` ('profile my.yaml') starts errors."""
+def _show_key(key: Any) -> str:
+    text = repr(key)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _loader_class() -> type:
+    """The strict loader, built on first use (yaml is imported lazily)."""
+    global _LOADER
+    if _LOADER is not None:
+        return _LOADER
+    import yaml
+    from yaml.composer import Composer, ComposerError
+    from yaml.constructor import ConstructorError, SafeConstructor
+    from yaml.nodes import MappingNode
+    from yaml.resolver import Resolver
+
+    merge_tag = "tag:yaml.org,2002:merge"
+    try:  # libyaml scans and parses (5x faster); composing stays in Python, where it is counted
+        from yaml._yaml import CParser as Parser
+    except ImportError:  # pragma: no cover - a PyYAML built without libyaml
+        from yaml.parser import Parser as PyParser
+        from yaml.reader import Reader
+        from yaml.scanner import Scanner
+
+        class Parser(Reader, Scanner, PyParser):  # type: ignore[no-redef]
+            def __init__(self, stream: Any) -> None:
+                Reader.__init__(self, stream)
+                Scanner.__init__(self)
+                PyParser.__init__(self)
+
+    class StrictLoader(Composer, Parser, SafeConstructor, Resolver):
+        """A safe loader that refuses duplicate keys, alias bombs, recursive aliases, deep nesting."""
+
+        def __init__(self, stream: Any) -> None:
+            Parser.__init__(self, stream)
+            Composer.__init__(self)
+            SafeConstructor.__init__(self)
+            Resolver.__init__(self)
+            self._expanded = 0  # nodes so far, each alias counted as the subtree it repeats
+            self._depth = 0
+            self._anchored_sizes: dict[int, int] = {}  # id(anchored node) -> its expanded size
+
+        def _count(self, n: int, mark: Any) -> None:
+            self._expanded += n
+            if self._expanded > MAX_NODES:
+                raise ComposerError(None, None, f"more than {MAX_NODES:,} YAML nodes (every use of an "
+                                    "alias counts the nodes it repeats): refused", mark)
+
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            event: Any = self.peek_event()
+            if self.check_event(yaml.AliasEvent):
+                node = super().compose_node(parent, index)  # undefined aliases are refused there
+                size = self._anchored_sizes.get(id(node))
+                if size is None:
+                    raise ComposerError(None, None, f"alias *{event.anchor} refers to a node that "
+                                        "contains it: refused", event.start_mark)
+                self._count(size, event.start_mark)
+                return node
+            self._depth += 1
+            if self._depth > MAX_DEPTH:
+                raise ComposerError(None, None, f"nested more than {MAX_DEPTH} levels deep: refused",
+                                    event.start_mark)
+            before = self._expanded
+            self._count(1, event.start_mark)
+            node = super().compose_node(parent, index)
+            self._depth -= 1
+            if event.anchor is not None:
+                self._anchored_sizes[id(node)] = self._expanded - before
+            return node
+
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            if isinstance(node, MappingNode):
+                seen: dict[Any, Any] = {}
+                for key_node, _ in node.value:
+                    if key_node.tag == merge_tag:  # '<<: *base' merges; its keys may be overridden
+                        continue
+                    key = self.construct_object(key_node, deep=True)
+                    try:
+                        first = seen.setdefault(key, key_node)
+                    except TypeError:  # unhashable: PyYAML's own error follows
+                        continue
+                    if first is not key_node:
+                        raise ConstructorError(
+                            None, None,
+                            f"duplicate key {_show_key(key)} (first on line {first.start_mark.line + 1})",
+                            key_node.start_mark)
+            return super().construct_mapping(node, deep=deep)
+
+    _LOADER = StrictLoader
+    return StrictLoader
+
+
+_LOADER: type | None = None
+
+
+def check_size(text: str, label: str) -> None:
+    if len(text) > MAX_FILE_BYTES:
+        raise ConfigError(f"{label}: larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB: refused")
+
+
+def safe_load(text: str, label: str) -> Any:
+    """Parse YAML ``text`` with the strict loader; every problem is one ConfigError line."""
     import yaml
 
+    check_size(text, label)
     try:
-        data = yaml.safe_load(text)
+        return yaml.load(text, Loader=_loader_class())  # noqa: S506 - safe: SafeConstructor
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
         raise ConfigError(f"{label}{where}: {getattr(e, 'problem', None) or 'not valid YAML'}") from None
+    except RecursionError:  # pragma: no cover - MAX_DEPTH stops nesting well before this
+        raise ConfigError(f"{label}: nested too deeply") from None
+
+
+def load_yaml_model(text: str, model: type[M], label: str, expected: str = "a mapping of keys") -> M:
+    """Validate YAML (or JSON) ``text`` as ``model``; ``label`` ('profile my.yaml') starts errors."""
+    data = safe_load(text, label)
     if not isinstance(data, dict):
         raise ConfigError(f"{label}: expected {expected}, got {type(data).__name__}")
     try:
         return model.model_validate(data)
     except ValidationError as e:
         raise ConfigError(f"{label}: {first_error(e)}") from None
+    except RecursionError:  # pragma: no cover - MAX_DEPTH stops nesting well before this
+        raise ConfigError(f"{label}: nested too deeply") from None
 
 
 def read_text(path: str, label: str) -> str:
+    """The text of a UTF-8 file of at most :data:`MAX_FILE_BYTES`."""
     try:
-        with open(path, encoding="utf-8") as fh:
-            return fh.read()
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_FILE_BYTES + 1)
+        if len(raw) > MAX_FILE_BYTES:
+            raise ConfigError(f"{label} {path}: larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB: refused")
+        return raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"{label} {path}: cannot read: {getattr(e, 'strerror', None) or e}") from None

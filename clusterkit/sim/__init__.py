@@ -13,11 +13,14 @@ so one fleet file serves a hostlist of any size.
 from __future__ import annotations
 
 import copy
+import math
 import os
 from importlib import resources
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+from clusterkit.config import MAX_CPUS, MAX_GPUS, MAX_PATHS, Int, Num, invalid
 
 
 ENV_SIM = "CLUSTERKIT_SIM"
@@ -46,8 +49,77 @@ FaultKind = Literal[
     "memory_gib",  # host memory = value
     "disk_free_gib",  # free space on `path` (default /) = value
     "load",  # 1-minute load average = value
-    "hang",  # node-check sleeps `value` seconds (default 3600) before probing
+    "hang",  # NVML init blocks `value` seconds (default 3600): a hung driver; the deadline ends it
 ]
+
+
+#: Fault kinds that act on GPUs: ``gpu`` picks one, left out the fault is on every GPU.
+GPU_KINDS = frozenset({
+    "ecc_uncorrectable", "ecc_aggregate", "ecc_disabled", "remap_pending", "remap_failure",
+    "remap_uncorrectable", "pcie_width", "pcie_gen_max", "temperature", "hw_slowdown",
+    "hw_thermal_slowdown", "hw_power_brake", "power_limit", "persistence_off", "gpu_lost",
+    "vbios_version",
+})
+#: Fault kinds that take a ``path``.
+PATH_KINDS = frozenset({"disk_free_gib"})
+#: What ``value`` is for each kind: (type, lowest, highest, required, what it means). Kinds not
+#: listed take no value. Types: "int" a whole number, "num" any finite number, "str" text.
+VALUE_RULES: dict[str, tuple[str, float | None, float | None, bool, str]] = {
+    "ecc_uncorrectable": ("int", 1, 2**64 - 1, False, "a number of errors (default 1)"),
+    "ecc_aggregate": ("int", 1, 2**64 - 1, False, "a number of errors (default 1)"),
+    "remap_uncorrectable": ("int", 1, 2**32 - 1, False, "a number of rows (default 1)"),
+    "pcie_width": ("int", 1, 32, True, "a link width in lanes"),
+    "pcie_gen_max": ("int", 1, 7, True, "a PCIe generation"),
+    "temperature": ("num", 0, 255, True, "a temperature in C (NVML reports 0-255)"),
+    "power_limit": ("num", 1, 4_294_967, True, "a power limit in W"),
+    "gpu_missing": ("int", 0, MAX_GPUS, True, "the number of GPUs still visible"),
+    "driver_version": ("str", 1, 80, True, "a driver version string (quote it: \"550.90.07\")"),
+    "vbios_version": ("str", 1, 80, True, "a VBIOS version string (quote it)"),
+    "memory_gib": ("num", 0, None, True, "host memory in GiB"),
+    "disk_free_gib": ("num", 0, None, True, "free space in GiB"),
+    "load": ("num", 0, None, True, "a load average"),
+    "hang": ("num", 0, 30 * 86400, False, "seconds (default 3600, at most 30 days)"),
+}
+#: The most faults one fleet file may list (a hostlist puts one fault on many nodes).
+MAX_FAULTS = 10_000
+#: The most hostlist expressions in a fleet's ``nodes`` list.
+MAX_NODE_EXPRS = 10_000
+
+
+def _num(x: float) -> str:
+    return f"{int(x):,}" if float(x).is_integer() else f"{x:g}"
+
+
+def _shown(value: Any) -> str:
+    """A value as the YAML file spelt it, more or less: true, not True."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _value_problem(kind: str, value: Any) -> Optional[str]:
+    """Why ``value`` does not suit a fault of ``kind``, or None when it does."""
+    rule = VALUE_RULES.get(kind)
+    if rule is None:
+        return None if value is None else f"{kind} takes no value, got {_shown(value)}"
+    typ, lo, hi, required, what = rule
+    if value is None:
+        return f"{kind} needs a value: {what}" if required else None
+    if typ == "str":
+        ok = isinstance(value, str) and lo <= len(value) <= hi  # type: ignore[operator]
+        return None if ok else f"{kind} takes {what}, got {_shown(value)}"
+    is_int = isinstance(value, int) and not isinstance(value, bool)
+    is_num = is_int or (isinstance(value, float) and math.isfinite(value))
+    ok = is_int if typ == "int" else is_num
+    if ok and (lo is None or value >= lo) and (hi is None or value <= hi):
+        return None
+    kind_of = "a whole number" if typ == "int" else "a number"
+    if lo is None:
+        bounds = ""
+    else:
+        bounds = f" from {_num(lo)} to {_num(hi)}" if hi is not None else f" of at least {_num(lo)}"
+    return f"{kind} takes {what}: {kind_of}{bounds}, got {_shown(value)}"
 
 
 class _Strict(BaseModel):
@@ -55,40 +127,73 @@ class _Strict(BaseModel):
 
 
 class Fault(_Strict):
-    node: str  # a node name or a hostlist expression
+    node: str = Field(min_length=1)  # a node name or a hostlist expression
     kind: FaultKind
-    gpu: Optional[int] = Field(default=None, ge=0)
-    value: Any = None
-    path: Optional[str] = None
+    gpu: Optional[Int] = Field(default=None, ge=0, lt=MAX_GPUS)
+    value: Any = Field(default=None, validate_default=True)  # checked per kind
+    path: Optional[str] = Field(default=None, min_length=1)
+
+    @field_validator("gpu")
+    @classmethod
+    def _gpu_for_gpu_kinds(cls, v: Optional[int], info: ValidationInfo) -> Optional[int]:
+        kind = info.data.get("kind")
+        if v is not None and kind is not None and kind not in GPU_KINDS:
+            raise invalid(f"{kind} is a fault of the whole node: it takes no gpu")
+        return v
+
+    @field_validator("value")
+    @classmethod
+    def _value_for_kind(cls, v: Any, info: ValidationInfo) -> Any:
+        kind = info.data.get("kind")
+        problem = _value_problem(kind, v) if kind is not None else None
+        if problem:
+            raise invalid(problem)
+        return v
+
+    @field_validator("path")
+    @classmethod
+    def _path_for_path_kinds(cls, v: Optional[str], info: ValidationInfo) -> Optional[str]:
+        kind = info.data.get("kind")
+        if v is not None and kind is not None and kind not in PATH_KINDS:
+            raise invalid(f"{kind} takes no path (only {', '.join(sorted(PATH_KINDS))} does)")
+        if v is not None and not v.startswith("/"):
+            raise invalid(f"path must be absolute, got {_shown(v)}")
+        return v
 
 
 class SimGpuSpec(_Strict):
-    count: int = 8
+    count: Int = Field(default=8, ge=0, le=MAX_GPUS)
     name: str = "NVIDIA H100 80GB HBM3"
-    memory_total_mib: int = 81559
+    memory_total_mib: Int = Field(default=81559, ge=0)
     driver_version: str = "565.57.01"
-    cuda_driver_version: int = 12070
+    cuda_driver_version: Int = Field(default=12070, ge=0)
     vbios_version: str = "96.00.74.00.01"
-    power_limit_w: float = 700.0
-    power_draw_w: float = 71.0
-    temperature_c: int = 31
-    temp_slowdown_c: int = 87
-    temp_shutdown_c: int = 93
-    pcie_gen: int = 5
-    pcie_width: int = 16
+    power_limit_w: Num = Field(default=700.0, gt=0)
+    power_draw_w: Num = Field(default=71.0, ge=0)
+    temperature_c: Int = Field(default=31, ge=0, le=255)
+    temp_slowdown_c: Int = Field(default=87, ge=0, le=255)
+    temp_shutdown_c: Int = Field(default=93, ge=0, le=255)
+    pcie_gen: Int = Field(default=5, ge=1, le=7)
+    pcie_width: Int = Field(default=16, ge=1, le=32)
 
 
 class SimDisk(_Strict):
-    total_gib: float = 3500.0
-    free_gib: float = 3100.0
+    total_gib: Num = Field(default=3500.0, ge=0)
+    free_gib: Num = Field(default=3100.0, ge=0)
+
+    @model_validator(mode="after")
+    def _free_within_total(self) -> "SimDisk":
+        if self.free_gib > self.total_gib:
+            raise invalid(f"free_gib ({self.free_gib:g}) is more than total_gib ({self.total_gib:g})")
+        return self
 
 
 class SimSystemSpec(_Strict):
-    cpus: int = 224
-    memory_gib: float = 2015.0
-    load1: float = 0.6
+    cpus: Int = Field(default=224, ge=1, le=MAX_CPUS)
+    memory_gib: Num = Field(default=2015.0, ge=0)
+    load1: Num = Field(default=0.6, ge=0)
     kernel: str = "5.15.0-125-generic"
-    disks: dict[str, SimDisk] = Field(default_factory=lambda: {"/": SimDisk()})
+    disks: dict[str, SimDisk] = Field(default_factory=lambda: {"/": SimDisk()}, max_length=MAX_PATHS)
 
 
 class SimHardware(_Strict):
@@ -99,9 +204,9 @@ class SimHardware(_Strict):
 class SimFleet(_Strict):
     name: str = "sim"
     profile: Optional[str] = None
-    nodes: str | list[str] = "gpu-[001-008]"
+    nodes: Union[str, Annotated[list[str], Field(min_length=1, max_length=MAX_NODE_EXPRS)]] = "gpu-[001-008]"
     hardware: SimHardware = Field(default_factory=SimHardware)
-    faults: list[Fault] = Field(default_factory=list)
+    faults: list[Fault] = Field(default_factory=list, max_length=MAX_FAULTS)
 
     def node_names(self) -> list[str]:
         from clusterkit import hostlist
@@ -117,12 +222,17 @@ class SimFleet(_Strict):
 
         out = []
         for f in self.faults:
-            if f.node == node or ("[" in f.node and node in hostlist.expand(f.node)):
+            if f.node == node or (_is_expression(f.node) and node in hostlist.expand(f.node)):
                 out.append(f)
         return out
 
     def node(self, name: str) -> "SimNode":
         return SimNode(name=name, hardware=copy.deepcopy(self.hardware), faults=self.faults_for(name))
+
+
+def _is_expression(text: str) -> bool:
+    """A hostlist expression (brackets or several names), not one plain node name."""
+    return any(c in text for c in "[, \t")
 
 
 class SimNode:
@@ -149,8 +259,8 @@ class SimNode:
     def system_facts(self) -> dict[str, Any]:
         s = self.hardware.system
         disks = {p: d.model_dump() for p, d in s.disks.items()}
-        facts = {"cpus": s.cpus, "memory_gib": s.memory_gib, "load1": s.load1, "kernel": s.kernel,
-                 "disks": disks}
+        facts: dict[str, Any] = {"cpus": s.cpus, "memory_gib": s.memory_gib, "load1": s.load1,
+                                 "kernel": s.kernel, "disks": disks}
         for f in self.faults:
             if f.kind == "memory_gib":
                 facts["memory_gib"] = float(f.value)
@@ -164,19 +274,60 @@ class SimNode:
 
 
 def parse_fleet(text: str, origin: str) -> SimFleet:
+    """A fleet from YAML text, checked as a whole: every problem is one ConfigError line.
+
+    Beyond the models: the fleet's hostlists expand (at most ``hostlist.MAX_NAMES`` names in
+    all), every fault names nodes of the fleet, a fault's ``gpu`` exists on the fleet's
+    hardware, and ``gpu_missing`` leaves no more GPUs than there are.
+    """
+    from clusterkit import hostlist
     from clusterkit.config import load_yaml_model
+    from clusterkit.errors import ConfigError, HostlistError
 
-    fleet = load_yaml_model(text, SimFleet, f"sim fleet {origin}")
-    fleet.node_names()  # a bad hostlist is a config error now, not later
-    for f in fleet.faults:
-        if "[" in f.node:
-            from clusterkit import hostlist
+    label = f"sim fleet {origin}"
+    fleet = load_yaml_model(text, SimFleet, label)
 
-            hostlist.expand(f.node)
+    def expand(expr: str, where: str, total: int) -> list[str]:
+        try:
+            names = hostlist.expand(expr)
+        except HostlistError as e:
+            raise ConfigError(f"{label}: {where}: {e}") from None
+        if total + len(names) > hostlist.MAX_NAMES:
+            raise ConfigError(f"{label}: {where}: more than {hostlist.MAX_NAMES:,} node names in all")
+        return names
+
+    single = isinstance(fleet.nodes, str)
+    exprs = [fleet.nodes] if isinstance(fleet.nodes, str) else fleet.nodes
+    members: set[str] = set()
+    total = 0
+    for i, expr in enumerate(exprs):
+        names = expand(expr, "nodes" if single else f"nodes.{i}", total)
+        total += len(names)
+        members.update(names)
+    shown = fleet.nodes if isinstance(fleet.nodes, str) else ", ".join(fleet.nodes)
+    shown = shown if len(shown) <= 60 else shown[:57] + "..."
+    count = fleet.hardware.gpu.count
+    total = 0
+    for i, f in enumerate(fleet.faults):
+        names = expand(f.node, f"faults.{i}.node", total)
+        total += len(names)
+        outside = [n for n in names if n not in members]
+        if outside:
+            more = f" (and {len(outside) - 1} more)" if len(outside) > 1 else ""
+            raise ConfigError(f"{label}: faults.{i}.node: {outside[0]}{more} is not a node of this fleet "
+                              f"(nodes: {shown})")
+        if f.gpu is not None and f.gpu >= count:
+            has = f"GPUs 0-{count - 1}" if count > 1 else ("only GPU 0" if count == 1 else "no GPUs")
+            raise ConfigError(f"{label}: faults.{i}.gpu: no GPU {f.gpu}: the fleet's nodes have {has} "
+                              "(hardware.gpu.count)")
+        if f.kind == "gpu_missing" and f.value > count:
+            raise ConfigError(f"{label}: faults.{i}.value: gpu_missing leaves {f.value} GPUs visible, but the "
+                              f"fleet's nodes have {count} (hardware.gpu.count)")
     return fleet
 
 
 _CACHE: dict[str, SimFleet] = {}
+_KEYS: dict[str, str] = {}
 
 
 def load_fleet(spec: str) -> SimFleet:
@@ -193,7 +344,17 @@ def load_fleet(spec: str) -> SimFleet:
         origin = spec
     fleet = parse_fleet(text, origin)
     _CACHE[spec] = fleet
+    import hashlib
+
+    _KEYS[spec] = hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()[:16]
     return fleet
+
+
+def current_fleet_key() -> str:
+    """A digest of the current fleet file's content (generated node files are keyed by it)."""
+    spec = os.environ.get(ENV_SIM) or ""
+    load_fleet(spec)
+    return _KEYS.get(spec, "none")
 
 
 def current_node() -> SimNode | None:

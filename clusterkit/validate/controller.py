@@ -134,7 +134,9 @@ def validate_fleet(
     def stdin_for(node: Node) -> bytes:
         prof = profile_for(node)
         if id(prof) not in payload:
-            payload[id(prof)] = prof.model_dump_json().encode() + b"\n"
+            # defaults left out: a node running an older clusterkit reads a profile that uses
+            # only the keys it knows, unless the profile really sets a newer one
+            payload[id(prof)] = prof.model_dump_json(exclude_defaults=True).encode() + b"\n"
         return payload[id(prof)]
 
     reports: dict[str, NodeReport] = {}

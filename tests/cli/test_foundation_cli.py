@@ -137,6 +137,9 @@ def test_interrupt_reports_130_and_leaves_no_node_check_running(tmp_path):
     assert proc.returncode == 130, err
     doc = json.loads((tmp_path / "r.json").read_text())
     assert doc["summary"]["exit_code"] == 130 and doc["summary"]["interrupted"] is True
+    status = {n["node"]: (n["status"], n.get("error")) for n in doc["nodes"]}
+    assert status == {"n1": ("pass", None), "n2": ("pass", None),
+                      "n3": ("error", "interrupted before this node answered")}
     assert "exit 130" in out.splitlines()[-1]
     time.sleep(0.5)
     assert _node_check_pids(str(fleet)) == []

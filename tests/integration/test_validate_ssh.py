@@ -32,7 +32,7 @@ faults:
   - {node: gpu-009, kind: disk_free_gib, value: 5}
   - {node: gpu-010, gpu: 7, kind: hw_power_brake}
   - {node: gpu-011, gpu: 0, kind: ecc_disabled}
-  - {node: gpu-012, kind: memory_gib, value: 1000}
+  - {node: gpu-012, kind: memory_gib, value: 512}
   - {node: gpu-013, kind: hang, value: 120}
 """
 
@@ -50,7 +50,7 @@ EXPECTED = {
     "gpu-010": ("fail", {("gpu.clocks_event", "gpu7"): "fail"}),
     "gpu-011": ("fail", {("gpu.ecc.mode", "gpu0"): "fail", ("gpu.ecc.uncorrectable", "gpu0"): "skip",
                          ("gpu.ecc.aggregate", "gpu0"): "skip"}),
-    "gpu-012": ("fail", {("system.memory", None): "fail"}),
+    "gpu-012": ("warn", {("system.memory", None): "warn"}),  # a smaller build: warn, not fail
     "gpu-013": ("error", {}),  # hangs: timed out
     "gpu-014": ("pass", {}),
     "gpu-015": ("pass", {}),
@@ -107,7 +107,7 @@ def test_every_node_gets_exactly_its_verdicts(full_run):
         assert (node["status"], got) == (status, odd), name
     # a healthy node ran the whole profile: 1 count + 14 checks x 8 GPUs + 4 system checks
     assert len(by_node["gpu-001"]["checks"]) == 1 + 14 * 8 + 4
-    assert report["summary"]["failed"] == 8 and report["summary"]["unreachable"] == 3
+    assert report["summary"]["failed"] == 7 and report["summary"]["unreachable"] == 3
     assert report["summary"]["exit_code"] == 1
 
 
