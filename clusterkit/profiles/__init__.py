@@ -61,11 +61,80 @@ class SystemProfile(_Strict):
     paths: list[PathRule] = Field(default_factory=list, max_length=MAX_PATHS)
 
 
+#: NVLink DL error counters NVML keeps per link (nvmlDeviceGetNvLinkErrorCounter).
+NVLINK_COUNTERS = ("crc_flit", "crc_data", "replay", "recovery")
+#: InfiniBand port counters read from sysfs (ports/N/counters/<name>).
+IB_COUNTERS = ("symbol_error", "link_downed", "link_error_recovery", "port_rcv_errors",
+               "port_rcv_remote_physical_errors", "port_xmit_discards",
+               "local_link_integrity_errors", "excessive_buffer_overrun_errors")
+
+
+class NvlinkProfile(_Strict):
+    """NVLink / NVSwitch expectations (the ``nvlink`` domain)."""
+
+    links_per_gpu: Int = Field(ge=0, le=64)
+    #: per-link speed floor in GB/s (NVML's per-link speed / 1000)
+    speed_gbps_min: Optional[Num] = Field(default=None, gt=0)
+    #: lifetime counter value above which a link is flagged (warn): counters since driver load
+    errors_max: dict[str, Int] = Field(default_factory=dict)
+    #: growth since the previous run on this node above which a link fails
+    errors_delta_max: dict[str, Int] = Field(default_factory=dict)
+    #: the GPU must be registered with the NVSwitch fabric (Fabric Manager)
+    fabric_required: Bool = True
+
+    @model_validator(mode="after")
+    def _known_counters(self) -> "NvlinkProfile":
+        for field in ("errors_max", "errors_delta_max"):
+            unknown = sorted(set(getattr(self, field)) - set(NVLINK_COUNTERS))
+            if unknown:
+                raise invalid(f"{field}: unknown counter {', '.join(unknown)}; one of {', '.join(NVLINK_COUNTERS)}")
+        return self
+
+
+class TopoProfile(_Strict):
+    """GPU/NIC topology expectations from ``nvidia-smi topo -m`` (the ``topo`` domain)."""
+
+    #: every GPU pair should read this connection, e.g. NV18
+    p2p: Optional[str] = Field(default=None, pattern=r"^[A-Z][A-Z0-9]{1,7}$")
+    #: connections a rail NIC may have to its nearest GPU
+    nic_affinity: list[str] = Field(default_factory=lambda: ["PIX", "PXB"], max_length=16)
+
+
+class IbProfile(_Strict):
+    """InfiniBand / RDMA rail expectations (the ``ib`` domain)."""
+
+    rails: Int = Field(ge=0, le=64)
+    #: link layer of a compute rail; ports of another link layer are not rails
+    link_layer: Literal["InfiniBand", "Ethernet"] = "InfiniBand"
+    rate_gbps: Optional[Num] = Field(default=None, gt=0)
+    #: counter value (since the HCA driver loaded) above which a port fails
+    counters_max: dict[str, Int] = Field(default_factory=dict)
+    #: growth since the previous run on this node above which a port fails (a flap between runs)
+    counters_delta_max: dict[str, Int] = Field(default_factory=dict)
+    #: GPUDirect RDMA must be possible (nvidia_peermem loaded or the dma-buf path available)
+    gdr_required: Bool = True
+    #: ib_write_bw loopback floor per rail, Gb/s (opt-in check)
+    write_bw_gbps_min: Optional[Num] = Field(default=None, gt=0)
+    #: a rail below this share of the node's best rail is flagged too
+    write_bw_rel_min: Num = Field(default=0.9, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _known_counters(self) -> "IbProfile":
+        for field in ("counters_max", "counters_delta_max"):
+            unknown = sorted(set(getattr(self, field)) - set(IB_COUNTERS))
+            if unknown:
+                raise invalid(f"{field}: unknown counter {', '.join(unknown)}; one of {', '.join(IB_COUNTERS)}")
+        return self
+
+
 class Profile(_Strict):
     name: str = Field(min_length=1)
     description: str = ""
     gpu: Optional[GpuProfile] = None
     system: SystemProfile = Field(default_factory=SystemProfile)
+    nvlink: Optional[NvlinkProfile] = None
+    topo: Optional[TopoProfile] = None
+    ib: Optional[IbProfile] = None
 
 
 def builtin_names() -> list[str]:

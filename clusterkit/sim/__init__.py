@@ -50,6 +50,22 @@ FaultKind = Literal[
     "disk_free_gib",  # free space on `path` (default /) = value
     "load",  # 1-minute load average = value
     "hang",  # NVML init blocks `value` seconds (default 3600): a hung driver; the deadline ends it
+    # fabric: NVLink / NVSwitch (NVML), topology (nvidia-smi topo -m), InfiniBand (sysfs)
+    "nvlink_down",  # gpu; `value` of its links are down (default 1)
+    "nvlink_speed",  # gpu; its links run at `value` GB/s
+    "nvlink_errors",  # gpu; link 0's error counters read `value` and grow by `value` every run
+    "fabric_incomplete",  # GPU fabric registration (Fabric Manager) not completed
+    "p2p_degraded",  # gpu; that GPU's pairs read SYS instead of NV18
+    "ib_port_down",  # device; port state DOWN, phys_state Disabled
+    "ib_port_polling",  # device; port state DOWN, phys_state Polling (no cable / far end down)
+    "ib_rate",  # device; the port trained at `value` Gb/s
+    "ib_errors",  # device; symbol_error reads `value`
+    "ib_flap",  # device; link_downed grows by `value` (default 1) on every run
+    "ib_fw",  # device; firmware version `value`
+    "ib_missing",  # only `value` compute rails are present
+    "peermem_missing",  # nvidia_peermem not loaded and no dma-buf path: no GPUDirect RDMA
+    "nic_far",  # device; the device's nearest GPU reads SYS
+    "ib_bw_slow",  # device; ib_write_bw over it measures `value` Gb/s
 ]
 
 
@@ -58,7 +74,11 @@ GPU_KINDS = frozenset({
     "ecc_uncorrectable", "ecc_aggregate", "ecc_disabled", "remap_pending", "remap_failure",
     "remap_uncorrectable", "pcie_width", "pcie_gen_max", "temperature", "hw_slowdown",
     "hw_thermal_slowdown", "hw_power_brake", "power_limit", "persistence_off", "gpu_lost",
-    "vbios_version",
+    "vbios_version", "nvlink_down", "nvlink_speed", "nvlink_errors", "p2p_degraded",
+})
+#: Fault kinds that act on one RDMA device: ``device`` names it (``mlx5_3``), and is required.
+DEVICE_KINDS = frozenset({
+    "ib_port_down", "ib_port_polling", "ib_rate", "ib_errors", "ib_flap", "ib_fw", "nic_far", "ib_bw_slow",
 })
 #: Fault kinds that take a ``path``.
 PATH_KINDS = frozenset({"disk_free_gib"})
@@ -79,6 +99,15 @@ VALUE_RULES: dict[str, tuple[str, float | None, float | None, bool, str]] = {
     "disk_free_gib": ("num", 0, None, True, "free space in GiB"),
     "load": ("num", 0, None, True, "a load average"),
     "hang": ("num", 0, 30 * 86400, False, "seconds (default 3600, at most 30 days)"),
+    "nvlink_down": ("int", 1, 64, False, "a number of links (default 1)"),
+    "nvlink_speed": ("num", 0, 1000, True, "a per-link speed in GB/s"),
+    "nvlink_errors": ("int", 1, 2**32 - 1, True, "an error count"),
+    "ib_rate": ("num", 1, 10_000, True, "a port rate in Gb/s"),
+    "ib_errors": ("int", 1, 2**32 - 1, True, "a symbol error count"),
+    "ib_flap": ("int", 1, 1000, False, "link_downed growth per run (default 1)"),
+    "ib_fw": ("str", 1, 40, True, "a firmware version string (quote it: \"28.36.1010\")"),
+    "ib_missing": ("int", 0, 64, True, "the number of compute rails still present"),
+    "ib_bw_slow": ("num", 0, 10_000, True, "a bandwidth in Gb/s"),
 }
 #: The most faults one fleet file may list (a hostlist puts one fault on many nodes).
 MAX_FAULTS = 10_000
@@ -132,6 +161,15 @@ class Fault(_Strict):
     gpu: Optional[Int] = Field(default=None, ge=0, lt=MAX_GPUS)
     value: Any = Field(default=None, validate_default=True)  # checked per kind
     path: Optional[str] = Field(default=None, min_length=1)
+    device: Optional[str] = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,40}$")  # an RDMA device: mlx5_3
+
+    @model_validator(mode="after")
+    def _device_for_device_kinds(self) -> "Fault":
+        if self.kind in DEVICE_KINDS and self.device is None:
+            raise invalid(f"{self.kind} needs a device (an RDMA device name such as mlx5_3)")
+        if self.kind not in DEVICE_KINDS and self.device is not None:
+            raise invalid(f"{self.kind} takes no device (only {', '.join(sorted(DEVICE_KINDS))} do)")
+        return self
 
     @field_validator("gpu")
     @classmethod
@@ -196,9 +234,24 @@ class SimSystemSpec(_Strict):
     disks: dict[str, SimDisk] = Field(default_factory=lambda: {"/": SimDisk()}, max_length=MAX_PATHS)
 
 
+class SimIbSpec(_Strict):
+    """The node's RDMA devices: compute rails (one per GPU) and, optionally, a storage NIC's
+    Ethernet ports beside them."""
+
+    rails: Int = Field(default=8, ge=0, le=64)
+    #: rail device names: ``{prefix}{i}`` (mlx5_0…, or mlx5_ib0… on some images)
+    prefix: str = Field(default="mlx5_", pattern=r"^[A-Za-z0-9_.-]{1,30}$")
+    link_layer: Literal["InfiniBand", "Ethernet"] = "InfiniBand"
+    rate_gbps: Num = Field(default=400, gt=0)
+    fw_ver: str = "28.39.1002"
+    #: Ethernet (RoCE) ports of a storage/frontend NIC, named after the rails
+    storage_ports: Int = Field(default=0, ge=0, le=16)
+
+
 class SimHardware(_Strict):
     gpu: SimGpuSpec = Field(default_factory=SimGpuSpec)
     system: SimSystemSpec = Field(default_factory=SimSystemSpec)
+    ib: "SimIbSpec" = Field(default_factory=lambda: SimIbSpec())
 
 
 class SimFleet(_Strict):
