@@ -232,5 +232,5 @@ def make_transport(name: str, **options: object) -> Transport:
     if name == "paramiko":
         from clusterkit.transport.ssh import SSHTransport
 
-        return SSHTransport(**options)  # type: ignore[arg-type,return-value]
+        return SSHTransport(**options)  # type: ignore[arg-type]
     raise UsageError(f"unknown transport {name!r}; one of: {', '.join(TRANSPORTS)}")

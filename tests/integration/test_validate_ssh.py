@@ -51,7 +51,7 @@ EXPECTED = {
     "gpu-011": ("fail", {("gpu.ecc.mode", "gpu0"): "fail", ("gpu.ecc.uncorrectable", "gpu0"): "skip",
                          ("gpu.ecc.aggregate", "gpu0"): "skip"}),
     "gpu-012": ("warn", {("system.memory", None): "warn"}),  # a smaller build: warn, not fail
-    "gpu-013": ("error", {}),  # hangs: timed out
+    "gpu-013": ("error", {("gpu.probe", None): "error"}),  # NVML hangs: node-check's deadline
     "gpu-014": ("pass", {}),
     "gpu-015": ("pass", {}),
     "gpu-016": ("pass", {}),
@@ -117,7 +117,9 @@ def test_transport_failures_are_reported_with_their_cause(full_run):
     assert by_node["gpu-017"]["error"].startswith("hostkey: unknown host key")
     assert by_node["gpu-018"]["error"].startswith("hostkey: host key for") and "CHANGED" in by_node["gpu-018"]["error"]
     assert by_node["gpu-019"]["error"].startswith("unreachable: cannot connect")
-    assert by_node["gpu-013"]["error"].startswith("timeout: command did not finish within 6s")
+    # the hung probe is cut off by node-check's own deadline, inside the controller's --timeout
+    assert by_node["gpu-013"]["error"] == "node-check reached its deadline before every probe finished"
+    assert by_node["gpu-013"]["error_kind"] == "deadline"
     # nothing ran on refused nodes: no checks, no facts
     for name in ("gpu-017", "gpu-018", "gpu-019"):
         assert by_node[name]["checks"] == [] and by_node[name]["facts"] == {}
