@@ -1,21 +1,27 @@
 #!/usr/bin/env python3
-"""Side by side: `clusterkit validate` vs `pdsh` running node-check over the same real sshd fleet.
+"""Side by side: `clusterkit validate` (both transports) vs `pdsh` running node-check over the
+same real sshd fleet.
 
 For each fleet size (default 32, then 128 nodes) this starts one real OpenSSH sshd per
 simulated node on 127.0.20.0/23 (CLUSTERKIT_SIM=builtin, CLUSTERKIT_NODE=<name> via SetEnv),
 then, in the same run and interleaved, times (wall clock; best and median of --repeat):
 
-  a) clusterkit validate --nodes <hostlist> --ssh-config <cfg> --json --output /dev/null
-     --fanout N      (the controller runs from this interpreter: python -m clusterkit)
-  b) pdsh -R ssh -f N -w <hostlist> clusterkit node-check --json
+  a) clusterkit validate --transport openssh  --nodes <hostlist> --ssh-config <cfg>
+     --json --output /dev/null --fanout N   (the controller runs from this interpreter)
+  b) clusterkit validate --transport paramiko …   (the same)
+  c) pdsh -R ssh -f N -w <hostlist> clusterkit node-check --json
      with PDSH_SSH_ARGS="-F <cfg> -o BatchMode=yes %h"
-  c) pdsh … true   (the SSH floor: connection + authentication only; --no-baseline drops it)
+  d) pdsh … true   (the SSH floor: connection + authentication only; --no-baseline drops it)
 
 Output is discarded in the timed runs; one untimed warm-up run of each checks that every node
-answered. Also reported: sshd fleet start-up (keys + configs, launch -> all answering), stop,
-and idle sshd memory (PSS). Needs root, /usr/sbin/sshd, pdsh.
+answered and measures the controller's peak memory: the process and all its descendants (ssh
+children, ProxyCommands) are sampled every 50 ms (/proc/PID/smaps_rollup: RSS and PSS summed over
+the tree), and the peak is divided by the node count. Also reported: sshd fleet start-up (keys
++ configs, launch -> all answering), stop, and idle sshd memory (PSS). Needs root,
+/usr/sbin/sshd, pdsh, psutil.
 
     python benchmarks/fanout_vs_pdsh.py [--sizes 32,128] [--repeat 3] [--fanout 64]
+        [--transports openssh,paramiko]
 
 Exit status: 0 all measured; 1 some part could not be measured (reason printed; the rest is
 still measured and printed); 2 this machine cannot run the benchmark at all.
@@ -32,6 +38,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -73,17 +80,97 @@ def timed(argv: list[str], env: dict[str, str], timeout: float, capture: bool = 
     return dt, cp.returncode, out, cp.stderr.decode(errors="replace")
 
 
-def validate_available() -> str | None:
-    """None when `python -m clusterkit validate` takes the options we time; else why not."""
+class TreeMemory:
+    """Peak memory of a process and all its descendants, sampled every `interval` seconds.
+
+    Each sample sums RSS and PSS (proportional set size: a page shared by k processes counts
+    1/k) from /proc/PID/smaps_rollup over the tree. RSS counts the shared libraries of every
+    ssh child again; PSS does not, and is the fairer figure for many small processes."""
+
+    def __init__(self, pid: int, interval: float = 0.05) -> None:
+        import psutil
+
+        self._root = psutil.Process(pid)
+        self._interval = interval
+        self.peak_rss_kib = 0
+        self.peak_pss_kib = 0
+        self.peak_procs = 0
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    @staticmethod
+    def _smaps(pid: int) -> tuple[int, int]:
+        rss = pss = 0
+        try:
+            with open(f"/proc/{pid}/smaps_rollup", encoding="ascii", errors="replace") as f:
+                for line in f:
+                    if line.startswith("Rss:"):
+                        rss = int(line.split()[1])
+                    elif line.startswith("Pss:"):
+                        pss = int(line.split()[1])
+        except (OSError, ValueError):
+            pass
+        return rss, pss
+
+    def _loop(self) -> None:
+        import psutil
+
+        while not self._stop.is_set():
+            try:
+                pids = [self._root.pid] + [c.pid for c in self._root.children(recursive=True)]
+            except psutil.Error:
+                break
+            rss = pss = 0
+            for pid in pids:
+                r, p = self._smaps(pid)
+                rss += r
+                pss += p
+            self.peak_rss_kib = max(self.peak_rss_kib, rss)
+            self.peak_pss_kib = max(self.peak_pss_kib, pss)
+            self.peak_procs = max(self.peak_procs, len(pids))
+            self.samples += 1
+            self._stop.wait(self._interval)
+
+    def stop(self) -> dict[str, float]:
+        self._stop.set()
+        self._thread.join(5)
+        return {"peak_rss_kib": self.peak_rss_kib, "peak_pss_kib": self.peak_pss_kib,
+                "peak_processes": self.peak_procs, "samples": self.samples}
+
+
+def timed_with_memory(argv: list[str], env: dict[str, str], timeout: float
+                      ) -> tuple[float, int, str, str, dict[str, float]]:
+    """Like timed(capture=True), and the peak memory of the process tree while it ran."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(argv, env=env, cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    mem = TreeMemory(proc.pid)
     try:
-        cp = subprocess.run([sys.executable, "-m", "clusterkit", "validate", "--help"], cwd=REPO,
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        raise
+    finally:
+        figures = mem.stop()
+    return (time.perf_counter() - t0, proc.returncode, out.decode(errors="replace"),
+            err.decode(errors="replace"), figures)
+
+
+def validate_available(controller: list[str]) -> str | None:
+    """None when `<controller> validate` takes the options we time; else why not."""
+    shown = " ".join(controller)
+    try:
+        cp = subprocess.run([*controller, "validate", "--help"], cwd=REPO,
                             capture_output=True, text=True, timeout=60, check=False)
     except (OSError, subprocess.TimeoutExpired) as e:
-        return f"cannot run {sys.executable} -m clusterkit: {e}"
+        return f"cannot run {shown}: {e}"
     if cp.returncode != 0:
-        return (f"`{sys.executable} -m clusterkit validate --help` exited {cp.returncode}: "
+        return (f"`{shown} validate --help` exited {cp.returncode}: "
                 f"{(cp.stderr or cp.stdout).strip()[-300:]}")
-    missing = [o for o in ("--nodes", "--ssh-config", "--fanout", "--output", "--json")
+    missing = [o for o in ("--nodes", "--ssh-config", "--fanout", "--output", "--json", "--transport")
                if o not in cp.stdout]
     if missing:
         return f"clusterkit validate lacks {', '.join(missing)} in this checkout"
@@ -185,27 +272,35 @@ def run_size(size: int, args: argparse.Namespace, venv: Path, workdir: Path,
         fan = str(args.fanout)
         cmds: dict[str, list[str]] = {}
         envs: dict[str, dict[str, str]] = {}
-        report = workdir / f"report-{size}.json"
-        validate = [sys.executable, "-m", "clusterkit", "validate", "--nodes", hostlist,
-                    "--ssh-config", str(fleet.ssh_config), "--json", "--fanout", fan]
-        if validate_why is None:
-            # warm-up and check: same command, report to a file we read
-            dt, rc, _, err = timed([*validate, "--output", str(report)], base_env, args.timeout)
+        res["memory"] = {}
+        res["validate_check"] = {}
+        for transport in (args.transports if validate_why is None else []):
+            label = f"clusterkit validate ({transport})"
+            report = workdir / f"report-{size}-{transport}.json"
+            validate = [*args.controller_argv, "validate", "--transport", transport,
+                        "--nodes", hostlist, "--ssh-config", str(fleet.ssh_config), "--json",
+                        "--fanout", fan]
+            # warm-up and check: same command, report to a file we read; memory sampled here
+            dt, rc, _, err, mem = timed_with_memory([*validate, "--output", str(report)], base_env,
+                                                    args.timeout)
             text, ok = check_report(report, rc, err, names)
-            log(f"[{size}] clusterkit validate warm-up {dt:.2f} s: {text}")
-            res["validate_check"] = text
+            log(f"[{size}] {label} warm-up {dt:.2f} s, peak PSS {mem['peak_pss_kib'] / 1024:.1f} MiB: "
+                f"{text}")
+            res["validate_check"][transport] = text
+            res["memory"][label] = mem
             if ok:
-                cmds["clusterkit validate"] = [*validate, "--output", "/dev/null"]
-                envs["clusterkit validate"] = base_env
+                cmds[label] = [*validate, "--output", "/dev/null"]
+                envs[label] = base_env
             else:
-                res["notes"].append(f"clusterkit validate not timed: {text}")
+                res["notes"].append(f"{label} not timed: {text}")
         # else: validate_why is reported once for the whole run
         if pdsh:
             remote = args.remote_command
             pd = [pdsh, "-R", "ssh", "-f", fan, "-w", hostlist, remote]
-            dt, rc, out, err = timed(pd, pdsh_env, args.timeout, capture=True)
+            dt, rc, out, err, mem = timed_with_memory(pd, pdsh_env, args.timeout)
+            res["memory"][f"pdsh {remote}"] = mem
             text, ok = check_pdsh_output(out, err, names)
-            log(f"[{size}] pdsh warm-up {dt:.2f} s: {text}")
+            log(f"[{size}] pdsh warm-up {dt:.2f} s, peak PSS {mem['peak_pss_kib'] / 1024:.1f} MiB: {text}")
             res["pdsh_check"] = text
             if not ok:
                 res["notes"].append(f"pdsh `{remote}`: {text}")
@@ -224,7 +319,7 @@ def run_size(size: int, args: argparse.Namespace, venv: Path, workdir: Path,
                 dt, rc, out, err = timed(argv, envs[label], args.timeout, capture=True)
                 times[label].append(dt)
                 rcs[label].add(rc)
-                if label == "clusterkit validate":
+                if label.startswith("clusterkit validate"):
                     text, ok = check_terminal_summary(out, rc, err, size)
                 else:
                     text, ok = check_pdsh_output(out, err, names, strict=label != "pdsh true")
@@ -256,20 +351,27 @@ def print_tables(results: list[dict], args: argparse.Namespace) -> None:
         print(f"{r['nodes']:>5}  {s['prepare_s']:>10.2f} s  {s['launch_to_ready_s']:>11.2f} s  "
               f"{s['stop_s']:>4.2f} s  {s['idle_pss_kib_per_sshd'] / 1024:>9.2f} MiB")
     print()
-    print(f"fan-out {args.fanout}, wall clock over {args.repeat} runs (output discarded)")
-    print(f"{'nodes':>5}  {'command':<40} {'best':>8} {'median':>8}  exit  complete")
+    print(f"fan-out {args.fanout}, wall clock over {args.repeat} runs (output discarded); "
+          "ratio = this row / pdsh node-check; peak memory of the command's process tree "
+          "(warm-up run, sampled every 50 ms) per node")
+    print(f"{'nodes':>5}  {'command':<44} {'best':>8} {'median':>8}  {'ratio b/m':>10}  "
+          f"{'PSS/node':>9} {'RSS/node':>9}  exit  complete")
     for r in results:
-        for label, run in r.get("runs", {}).items():
-            codes = ",".join(str(c) for c in run["exit_codes"])
-            print(f"{r['nodes']:>5}  {label:<40} {run['best']:>6.3f} s {run['median']:>6.3f} s  "
-                  f"{codes:<5} {run['complete_runs']}/{len(run['times_s'])}")
         runs = r.get("runs", {})
-        ck = runs.get("clusterkit validate")
         pd = runs.get(f"pdsh {args.remote_command}")
-        if ck and pd:
-            r["ratio"] = {"best": ck["best"] / pd["best"], "median": ck["median"] / pd["median"]}
-            print(f"{r['nodes']:>5}  {'ratio clusterkit/pdsh':<40} {r['ratio']['best']:>8.2f} "
-                  f"{r['ratio']['median']:>8.2f}")
+        r["ratio"] = {}
+        for label, run in runs.items():
+            codes = ",".join(str(c) for c in run["exit_codes"])
+            ratio = ""
+            if pd and label.startswith("clusterkit validate"):
+                rb, rm = run["best"] / pd["best"], run["median"] / pd["median"]
+                r["ratio"][label] = {"best": rb, "median": rm}
+                ratio = f"{rb:.2f}/{rm:.2f}"
+            mem = r.get("memory", {}).get(label)
+            pss = f"{mem['peak_pss_kib'] / r['nodes'] / 1024:>5.2f} MiB" if mem else ""
+            rss = f"{mem['peak_rss_kib'] / r['nodes'] / 1024:>5.2f} MiB" if mem else ""
+            print(f"{r['nodes']:>5}  {label:<44} {run['best']:>6.3f} s {run['median']:>6.3f} s  "
+                  f"{ratio:>10}  {pss:>9} {rss:>9}  {codes:<5} {run['complete_runs']}/{len(run['times_s'])}")
     notes = [(r["nodes"], n) for r in results for n in r.get("notes", [])]
     if notes:
         print()
@@ -283,6 +385,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sizes", default="32,128", help="fleet sizes, comma-separated")
     ap.add_argument("--repeat", type=int, default=3, help="timed runs per command")
     ap.add_argument("--fanout", type=int, default=64, help="connections in flight (both tools)")
+    ap.add_argument("--transports", default="openssh,paramiko",
+                    help="clusterkit transports to time, comma-separated")
+    ap.add_argument("--controller", choices=("snapshot", "live"), default="snapshot",
+                    help="run the controller from the node venv's snapshot of the sources (default: "
+                         "the same code as the nodes) or from this interpreter and working tree")
     ap.add_argument("--sim", default="builtin", help="CLUSTERKIT_SIM on every node")
     ap.add_argument("--remote-command", default="clusterkit node-check --json",
                     help="what pdsh runs on each node")
@@ -300,6 +407,9 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--sizes: not a list of integers: {args.sizes!r}")
     if not sizes or min(sizes) < 1 or args.repeat < 1 or args.fanout < 1:
         ap.error("sizes, --repeat and --fanout must be positive")
+    args.transports = [t.strip() for t in args.transports.split(",") if t.strip()]
+    if not args.transports or set(args.transports) - {"openssh", "paramiko"}:
+        ap.error("--transports: openssh and/or paramiko")
 
     reason = unavailable_reason()
     if reason:
@@ -310,11 +420,6 @@ def main(argv: list[str] | None = None) -> int:
     if pdsh is None:
         problems.append("pdsh not installed (apt-get install pdsh): pdsh side not measured")
         log(problems[-1])
-    validate_why = validate_available()
-    if validate_why:
-        problems.append(f"clusterkit validate cannot be benchmarked: {validate_why}")
-        log(f"ERROR: {problems[-1]}")
-        log("continuing with the rest (fleet start/stop, pdsh)")
     t0 = time.perf_counter()
     try:
         venv = ensure_node_venv(log=log)
@@ -322,6 +427,16 @@ def main(argv: list[str] | None = None) -> int:
         log(f"cannot build the node-side virtualenv: {e}")
         return 2
     log(f"node venv {venv} ready in {time.perf_counter() - t0:.2f} s")
+    # the controller runs the same snapshot of the sources as the nodes (its console script, so
+    # the working tree is not on its path): edits made while the benchmark runs change neither
+    args.controller_argv = ([str(venv / "bin" / "clusterkit")] if args.controller == "snapshot"
+                            else [sys.executable, "-m", "clusterkit"])
+    log(f"controller: {' '.join(args.controller_argv)}")
+    validate_why = validate_available(args.controller_argv)
+    if validate_why:
+        problems.append(f"clusterkit validate cannot be benchmarked: {validate_why}")
+        log(f"ERROR: {problems[-1]}")
+        log("continuing with the rest (fleet start/stop, pdsh)")
 
     tmp = None
     if args.workdir:

@@ -14,6 +14,31 @@ Variants for negative tests: ``known_hosts_exclude`` (host key missing from know
 "unknown host"), ``known_hosts_wrong`` (known_hosts lists another key -> "changed host key"),
 ``unreachable`` (Host block exists, nothing listens on that address).
 
+Set-ups of real sites (keyword options; each one a plain OpenSSH feature, see
+``../shared/TEST-INFRA.md``):
+
+- ``host_key_types=("ed25519", "ecdsa")`` + ``known_hosts_key_types=("ecdsa",)``: sshd serves
+  both key types, known_hosts lists only the ECDSA one.
+- ``host_certificates=True``: one fleet CA (``ca/host_ca``) signs every host key
+  (``ssh-keygen -s ca -I NAME -h -n NAME,IP``), sshd serves ``HostCertificate``, and known_hosts
+  holds only ``@cert-authority NAMES ssh-ed25519 <ca.pub>``.
+- ``hash_known_hosts=True``: known_hosts hashed with ``ssh-keygen -H``.
+- ``ports={"gpu-004": 2222}``: a node on another port; known_hosts says ``[name]:port``.
+- ``host_key_aliases={"gpu-005": "alias-005"}``: its Host block says ``HostKeyAlias``, and
+  known_hosts lists its key under the alias only.
+- ``include_config=True``: ``ssh_config`` only has ``Include ssh_config.d/*.conf``, which hold
+  the Host blocks (one file per node).
+- ``bastion="bastion"``: that node's sshd keeps the stock ``MaxStartups 10:30:100`` (and logs at
+  DEBUG1, so :meth:`SshFleet.bastion_logins` counts its logins and
+  :meth:`SshFleet.bastion_forwards` the connections it forwarded); every other node's Host block
+  says ``ProxyJump bastion``.
+- ``client_key_passphrase="…"``: the client key is passphrase-protected (``ssh-keygen -p``);
+  :meth:`SshFleet.start_agent` starts an ``ssh-agent`` of ours holding it (stopped by PID).
+- ``silent=["gpu-007"]``: no sshd there, but a Python listener that accepts TCP connections and
+  never sends an SSH banner (started and stopped with the fleet).
+- A node killed mid-run: :meth:`SshFleet.stop_node` (and :meth:`SshFleet.node_processes` to see
+  that its command is running first).
+
 Needs root (sshd binds port 22 and switches to the login user) and ``/usr/sbin/sshd``;
 :func:`unavailable_reason` says why not, for a clean skip.
 
@@ -31,6 +56,7 @@ from __future__ import annotations
 
 import atexit
 import ipaddress
+import selectors
 import os
 import pwd
 import re
@@ -40,10 +66,11 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 SSHD = "/usr/sbin/sshd"
@@ -51,6 +78,7 @@ DEFAULT_USER = "ckuser"
 TEST_NETWORK = "127.0.10.0/24"
 BENCH_NETWORK = "127.0.20.0/23"
 MARKER_ENV = "CLUSTERKIT_SSHFLEET"
+HOST_KEY_TYPES = ("ed25519", "ecdsa", "rsa")
 NODE_PATH_TAIL = "/usr/bin:/bin"
 
 EnvSpec = Mapping[str, str] | Callable[[str], Mapping[str, str]] | None
@@ -117,6 +145,81 @@ def _ed25519_keypair(comment: str) -> tuple[bytes, str]:
     public = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
                                            serialization.PublicFormat.OpenSSH).decode()
     return private, f"{public} {comment}"
+
+
+def _host_keypair(kind: str, comment: str) -> tuple[bytes, str]:
+    """(OpenSSH private key PEM, 'TYPE AAAA… comment') for ed25519, ecdsa (P-256) or rsa."""
+    if kind == "ed25519":
+        return _ed25519_keypair(comment)
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    if kind == "ecdsa":
+        key = ec.generate_private_key(ec.SECP256R1())
+    elif kind == "rsa":
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    else:
+        raise ValueError(f"unknown host key type {kind!r}; one of {', '.join(HOST_KEY_TYPES)}")
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                serialization.NoEncryption())
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                           serialization.PublicFormat.OpenSSH).decode()
+    return private, f"{public} {comment}"
+
+
+def _tool(argv: list[str], *, input: bytes | None = None, env: Mapping[str, str] | None = None
+          ) -> None:
+    """Run ssh-keygen / ssh-add; FleetError with its stderr when it fails."""
+    cp = subprocess.run(argv, input=input, capture_output=True, check=False, timeout=60,
+                        stdin=None if input is not None else subprocess.DEVNULL,
+                        env=dict(env) if env is not None else None)
+    if cp.returncode != 0:
+        raise FleetError(f"{' '.join(argv[:3])}… failed (exit {cp.returncode}): "
+                         f"{cp.stderr.decode(errors='replace').strip()}")
+
+
+class SilentListener:
+    """Accepts TCP connections on ip:port and never says anything (no SSH banner): the kind of
+    node whose port is open but whose sshd is wedged. Connections are held until stop()."""
+
+    def __init__(self, ip: str, port: int) -> None:
+        self.ip, self.port = ip, port
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind((ip, port))
+        self._sock.listen(128)
+        self._sock.setblocking(False)
+        self._held: list[socket.socket] = []
+        self._stop = threading.Event()
+        self.accepted = 0
+        self._thread = threading.Thread(target=self._loop, name=f"silent-{ip}", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        sel = selectors.DefaultSelector()
+        sel.register(self._sock, selectors.EVENT_READ)
+        try:
+            while not self._stop.is_set():
+                for _ in sel.select(0.1):
+                    try:
+                        conn, _addr = self._sock.accept()
+                    except OSError:
+                        continue
+                    self._held.append(conn)
+                    self.accepted += 1
+        finally:
+            sel.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        for c in self._held:
+            try:
+                c.close()
+            except OSError:
+                pass
+        self._held.clear()
+        self._sock.close()
 
 
 def _write(path: Path, data: str | bytes, mode: int) -> None:
@@ -295,6 +398,15 @@ class SshNode:
     host_key: Path
     host_public: str = ""
     pid: int | None = None
+    #: every host key sshd serves: type -> private key path / 'TYPE AAAA… comment'
+    host_keys: dict[str, Path] = field(default_factory=dict)
+    host_publics: dict[str, str] = field(default_factory=dict)
+    #: host certificates (type -> *-cert.pub) when the fleet has a CA
+    certificates: dict[str, Path] = field(default_factory=dict)
+    host_key_alias: str | None = None
+    silent: bool = False
+    #: the ProxyJump host of this node's Host block, if any
+    proxy_jump: str | None = None
 
     @property
     def known_hosts_names(self) -> str:
@@ -324,13 +436,24 @@ class SshFleet:
     ``venv`` (only when start() had to find the venv itself), ``prepare`` (keys and configs,
     including ``venv``), ``launch``, ``ready``, ``start`` (all of it); ``stop`` after stop()).
     ``on_stop``: callables run with the fleet at the end of stop().
+
+    Site set-ups (module docstring): ``host_key_types``, ``known_hosts_key_types``,
+    ``host_certificates`` (then ``ca_key``/``ca_public``), ``hash_known_hosts``, ``ports``,
+    ``host_key_aliases``, ``include_config`` (then ``ssh_config_dir``), ``bastion``,
+    ``client_key_passphrase`` (then :meth:`start_agent`), ``silent``.
     """
 
     def __init__(self, workdir: Path | str, nodes: Sequence[tuple[str, str]], env: EnvSpec = None,
                  user: str = DEFAULT_USER, *, venv: Path | str | None = None, port: int = 22,
                  known_hosts_exclude: Iterable[str] = (), known_hosts_wrong: Iterable[str] = (),
                  unreachable: Iterable[str] = (), sshd_options: Iterable[str] = (),
-                 sshd: str = SSHD) -> None:
+                 sshd: str = SSHD, host_key_types: Sequence[str] = ("ed25519",),
+                 known_hosts_key_types: Sequence[str] | None = None,
+                 host_certificates: bool = False, hash_known_hosts: bool = False,
+                 ports: Mapping[str, int] | None = None,
+                 host_key_aliases: Mapping[str, str] | None = None,
+                 include_config: bool = False, bastion: str | None = None,
+                 client_key_passphrase: str | None = None, silent: Iterable[str] = ()) -> None:
         self.workdir = Path(workdir).resolve()
         self.user = user
         self.env_spec = env
@@ -357,6 +480,39 @@ class SshFleet:
         self.known_hosts_exclude = self._subset(known_hosts_exclude, "known_hosts_exclude")
         self.known_hosts_wrong = self._subset(known_hosts_wrong, "known_hosts_wrong")
         self.unreachable = self._subset(unreachable, "unreachable")
+        self.host_key_types = tuple(host_key_types)
+        if not self.host_key_types or any(t not in HOST_KEY_TYPES for t in self.host_key_types):
+            raise ValueError(f"host_key_types: one or more of {HOST_KEY_TYPES}")
+        self.known_hosts_key_types = tuple(known_hosts_key_types or self.host_key_types)
+        if not set(self.known_hosts_key_types) <= set(self.host_key_types):
+            raise ValueError("known_hosts_key_types must be among host_key_types")
+        self.host_certificates = bool(host_certificates)
+        self.hash_known_hosts = bool(hash_known_hosts)
+        self.ports = dict(ports or {})
+        self._subset(self.ports, "ports")
+        self.host_key_aliases = dict(host_key_aliases or {})
+        self._subset(self.host_key_aliases, "host_key_aliases")
+        for alias in self.host_key_aliases.values():
+            if not _NAME_RE.match(alias):
+                raise ValueError(f"bad HostKeyAlias {alias!r}")
+        self.include_config = bool(include_config)
+        if bastion is not None and bastion not in self.names:
+            raise ValueError(f"bastion {bastion!r} is not a node of the fleet")
+        self.bastion = bastion
+        if client_key_passphrase is not None and (not client_key_passphrase
+                                                  or "\n" in client_key_passphrase):
+            raise ValueError("client_key_passphrase: a non-empty single line")
+        self.client_key_passphrase = client_key_passphrase
+        self.silent = self._subset(silent, "silent")
+        self.unreachable |= self.silent  # no sshd there
+        self.ssh_config_dir = self.workdir / "ssh_config.d"
+        self.ca_key = self.workdir / "ca" / "host_ca"
+        self.ca_public = ""
+        self.agent_socket: Path | None = None
+        self.agent_pid: int | None = None
+        self._agent: subprocess.Popen[bytes] | None = None
+        self._identity_plain = b""
+        self._listeners: dict[str, SilentListener] = {}
         self.ssh_config = self.workdir / "ssh_config"
         self.known_hosts = self.workdir / "known_hosts"
         self.identity = self.workdir / "client" / "id_ed25519"
@@ -409,10 +565,15 @@ class SshFleet:
     # ------------------------------------------------------------------ files
     def _sshd_config(self, node: SshNode, authorized_keys: Path) -> str:
         setenv = " ".join(f'"{k}={v}"' for k, v in self.node_env(node.name).items())
+        bastion = node.name == self.bastion
+        host_keys = [f"HostKey {path}" for path in node.host_keys.values()] or [f"HostKey {node.host_key}"]
+        certs = [f"HostCertificate {path}" for path in node.certificates.values()]
         lines = [
-            f"# sshd for simulated node {node.name} (generated by tests/infra/sshfleet.py)",
+            f"# sshd for simulated node {node.name} (generated by tests/infra/sshfleet.py)"
+            + (" - a bastion with the stock MaxStartups 10:30:100" if bastion else ""),
             f"ListenAddress {node.ip}:{node.port}",
-            f"HostKey {node.host_key}",
+            *host_keys,
+            *certs,
             f"PidFile {node.pidfile}",
             f"AuthorizedKeysFile {authorized_keys}",
             f"AllowUsers {self.user}",
@@ -422,9 +583,9 @@ class SshFleet:
             "KbdInteractiveAuthentication no",
             "UsePAM no",
             "StrictModes no",
-            "MaxStartups 200:30:400",
+            *([] if bastion else ["MaxStartups 200:30:400"]),
             "MaxSessions 64",
-            "LogLevel ERROR",
+            "LogLevel DEBUG1" if bastion else "LogLevel ERROR",
             "PrintMotd no",
             "PrintLastLog no",
             "UseDNS no",
@@ -436,10 +597,16 @@ class SshFleet:
         return "\n".join(lines) + "\n"
 
     def _client_block(self, node: SshNode) -> str:
+        extra = []
+        if node.host_key_alias:
+            extra.append(f"    HostKeyAlias {node.host_key_alias}")
+        if node.proxy_jump:
+            extra.append(f"    ProxyJump {node.proxy_jump}")
         return "\n".join([
             f"Host {node.name}",
             f"    HostName {node.ip}",
             f"    Port {node.port}",
+            *extra,
             f"    User {self.user}",
             f"    IdentityFile {self.identity}",
             "    IdentitiesOnly yes",
@@ -457,18 +624,26 @@ class SshFleet:
         for sub in ("cfg", "hostkeys", "log", "run", "client"):
             (wd / sub).mkdir(parents=True, exist_ok=True)
         private, public = _ed25519_keypair(f"{self.user}@sshfleet")
+        self._identity_plain = private
         _write(self.identity, private, 0o600)
         _write(self.identity.with_suffix(".pub"), public + "\n", 0o644)
+        if self.client_key_passphrase is not None:
+            _tool(["ssh-keygen", "-q", "-p", "-P", "", "-N", self.client_key_passphrase,
+                   "-f", str(self.identity)])
         # sshd reads AuthorizedKeysFile as the login user: it must sit on a path that user
         # can traverse (the workdir usually cannot), root-owned, mode 0644.
         authorized = self.publish("authorized_keys", public + "\n")
+        if self.host_certificates:
+            ca_private, self.ca_public = _ed25519_keypair("sshfleet-host-ca")
+            _write(self.ca_key, ca_private, 0o600)
+            _write(self.ca_key.with_suffix(".pub"), self.ca_public + "\n", 0o644)
 
         hosts: list[str] = []
-        blocks: list[str] = []
+        blocks: list[tuple[str, str]] = []
         taken: set[tuple[str, int]] = set()
         for name in self.names:
             ip = self._ips[name]
-            port = self.wanted_port
+            port = self.ports.get(name, self.wanted_port)
             if (ip, port) in taken or not _port_free(ip, port):
                 port = _free_port(ip)
             taken.add((ip, port))
@@ -476,25 +651,53 @@ class SshFleet:
                 name=name, ip=ip, port=port, reachable=name not in self.unreachable,
                 config=wd / "cfg" / f"{name}.sshd_config", log=wd / "log" / f"{name}.log",
                 stderr=wd / "log" / f"{name}.stderr", pidfile=wd / "run" / f"{name}.pid",
-                host_key=wd / "hostkeys" / f"{name}_ed25519",
+                host_key=wd / "hostkeys" / f"{name}_{self.host_key_types[0]}",
+                host_key_alias=self.host_key_aliases.get(name), silent=name in self.silent,
+                proxy_jump=self.bastion if self.bastion not in (None, name) else None,
             )
-            hpriv, hpub = _ed25519_keypair(f"root@{name}")
-            _write(node.host_key, hpriv, 0o600)
-            _write(node.host_key.with_suffix(".pub"), hpub + "\n", 0o644)
-            node.host_public = hpub
+            for kind in self.host_key_types:
+                path = wd / "hostkeys" / f"{name}_{kind}"
+                hpriv, hpub = _host_keypair(kind, f"root@{name}")
+                _write(path, hpriv, 0o600)
+                _write(path.with_suffix(".pub"), hpub + "\n", 0o644)
+                node.host_keys[kind] = path
+                node.host_publics[kind] = hpub
+                if self.host_certificates:
+                    principals = ",".join(p for p in (name, ip, node.host_key_alias) if p)
+                    _tool(["ssh-keygen", "-q", "-s", str(self.ca_key), "-I", name, "-h",
+                           "-n", principals, str(path.with_suffix(".pub"))])
+                    node.certificates[kind] = path.parent / f"{path.name}-cert.pub"
+            node.host_public = node.host_publics[self.host_key_types[0]]
             _write(node.config, self._sshd_config(node, authorized), 0o644)
             self.nodes[name] = node
-            blocks.append(self._client_block(node))
-            if name in self.known_hosts_exclude:
+            blocks.append((name, self._client_block(node)))
+            if name in self.known_hosts_exclude or self.host_certificates:
                 continue
-            listed = hpub
-            if name in self.known_hosts_wrong:
-                listed = _ed25519_keypair(f"root@{name}-impostor")[1]
-            key_type, key_b64 = listed.split()[:2]
-            hosts.append(f"{node.known_hosts_names} {key_type} {key_b64}")
-        _write(self.ssh_config, "# generated by tests/infra/sshfleet.py\n\n" + "\n".join(blocks),
-               0o644)
+            names = node.host_key_alias or node.known_hosts_names
+            for kind in self.known_hosts_key_types:
+                listed = node.host_publics[kind]
+                if name in self.known_hosts_wrong:
+                    listed = _host_keypair(kind, f"root@{name}-impostor")[1]
+                key_type, key_b64 = listed.split()[:2]
+                hosts.append(f"{names} {key_type} {key_b64}")
+        if self.host_certificates:
+            patterns = ",".join(self.nodes[n].host_key_alias or self.nodes[n].known_hosts_names
+                                for n in self.names if n not in self.known_hosts_exclude)
+            ca_type, ca_b64 = self.ca_public.split()[:2]
+            hosts.append(f"@cert-authority {patterns} {ca_type} {ca_b64}")
+        header = "# generated by tests/infra/sshfleet.py\n\n"
+        if self.include_config:
+            self.ssh_config_dir.mkdir(parents=True, exist_ok=True)
+            for name, block in blocks:
+                _write(self.ssh_config_dir / f"{name}.conf", block, 0o644)
+            _write(self.ssh_config, f"{header}Include {self.ssh_config_dir}/*.conf\n", 0o644)
+        else:
+            _write(self.ssh_config, header + "\n".join(b for _, b in blocks), 0o644)
         _write(self.known_hosts, "\n".join(hosts) + ("\n" if hosts else ""), 0o644)
+        if self.hash_known_hosts and hosts:
+            _tool(["ssh-keygen", "-q", "-H", "-f", str(self.known_hosts)])
+            Path(f"{self.known_hosts}.old").unlink(missing_ok=True)
+            os.chmod(self.known_hosts, 0o644)
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -575,6 +778,9 @@ class SshFleet:
             for name in self.names:
                 if self.nodes[name].reachable:
                     self._launch(self.nodes[name])
+                elif self.nodes[name].silent:
+                    node = self.nodes[name]
+                    self._listeners[name] = SilentListener(node.ip, node.port)
             self._write_pids()
             t2 = time.monotonic()
             self._wait_ready(self.names, timeout)
@@ -606,6 +812,8 @@ class SshFleet:
     def start_node(self, name: str, timeout: float = 10.0) -> None:
         """(Re)start one node's sshd with its existing config and host key."""
         node = self.nodes[name]
+        if node.silent:
+            raise FleetError(f"{name} is a silent node (no sshd to start)")
         if name in self._procs and self._procs[name].poll() is None:
             return
         node.reachable = True
@@ -616,6 +824,10 @@ class SshFleet:
     def stop(self, timeout: float = 5.0) -> None:
         """Stop every sshd we started, their live sessions and this fleet's leftover commands."""
         t0 = time.monotonic()
+        self.stop_agent()
+        for listener in self._listeners.values():
+            listener.stop()
+        self._listeners.clear()
         procs = list(self._procs.values())
         running = [p for p in procs if p.poll() is None]
         sessions = _descendants(p.pid for p in running) | _marked(self.token)
@@ -654,7 +866,85 @@ class SshFleet:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    # ------------------------------------------------------------------ agent
+    def start_agent(self, load: bool = True, timeout: float = 10.0) -> dict[str, str]:
+        """Start an ssh-agent of ours (``ssh-agent -D``: a child with a known PID) and, with
+        `load`, put the client key into it (the plain key goes to ``ssh-add -`` on stdin, so
+        no passphrase prompt). Returns the environment a client needs: ``SSH_AUTH_SOCK``."""
+        if self._agent is not None and self._agent.poll() is None:
+            assert self.agent_socket is not None
+            return {"SSH_AUTH_SOCK": str(self.agent_socket)}
+        sock = Path(tempfile.mkdtemp(prefix="sshfleet-agent-")) / "agent.sock"
+        self._agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdin=subprocess.DEVNULL,
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                       start_new_session=True)
+        self.agent_pid, self.agent_socket = self._agent.pid, sock
+        deadline = time.monotonic() + timeout
+        while not sock.exists():
+            if self._agent.poll() is not None or time.monotonic() > deadline:
+                self.stop_agent()
+                raise FleetError("ssh-agent did not start")
+            time.sleep(0.02)
+        env = {"SSH_AUTH_SOCK": str(sock)}
+        if load:
+            _tool(["ssh-add", "-q", "-"], input=self._identity_plain, env={**os.environ, **env})
+        return env
+
+    def stop_agent(self) -> None:
+        """Stop the agent start_agent() started (by its PID) and remove its socket."""
+        proc, self._agent = self._agent, None
+        if proc is not None:
+            if proc.poll() is None:
+                proc.terminate()
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if self.agent_socket is not None:
+            shutil.rmtree(self.agent_socket.parent, ignore_errors=True)
+        self.agent_pid = self.agent_socket = None
+
     # ------------------------------------------------------------------ conveniences
+    def node_processes(self, name: str, needle: str = "") -> list[int]:
+        """PIDs of session commands running on node `name` (this fleet's marker and that
+        node's CLUSTERKIT_NODE in their environment), optionally with `needle` in the command
+        line: e.g. wait until node-check runs there before stopping the node."""
+        want = f"CLUSTERKIT_NODE={name}".encode()
+        out = []
+        for pid in sorted(_marked(self.token)):
+            try:
+                with open(f"/proc/{pid}/environ", "rb") as f:
+                    env = f.read().split(b"\0")
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if want in env and needle in cmdline:
+                out.append(pid)
+        return out
+
+    def bastion_logins(self) -> int:
+        """How many SSH logins (handshake + authentication) the bastion's sshd has accepted."""
+        if self.bastion is None:
+            raise FleetError("this fleet has no bastion")
+        try:
+            text = self.nodes[self.bastion].log.read_text(errors="replace")
+        except OSError:
+            return 0
+        return sum(1 for line in text.splitlines() if "Accepted publickey for" in line)
+
+    def bastion_forwards(self) -> list[str]:
+        """``ip:port`` of every connection the bastion forwarded (ProxyJump's direct-tcpip)."""
+        if self.bastion is None:
+            raise FleetError("this fleet has no bastion")
+        try:
+            text = self.nodes[self.bastion].log.read_text(errors="replace")
+        except OSError:
+            return []
+        found = re.findall(r"server_request_direct_tcpip: originator .*, target (\S+) port (\d+)", text)
+        return [f"{ip}:{port}" for ip, port in found]
+
     def ssh_argv(self, name: str, *command: str) -> list[str]:
         """OpenSSH client command line for `command` on node `name`."""
         return ["ssh", "-F", str(self.ssh_config), name, *command]
@@ -666,7 +956,7 @@ class SshFleet:
 
 
 __all__ = [
-    "BENCH_NETWORK", "DEFAULT_USER", "FleetError", "FleetUnavailable", "MARKER_ENV", "SSHD",
-    "SshFleet", "SshNode", "TEST_NETWORK", "ensure_user", "loopback_nodes",
-    "unavailable_reason",
+    "BENCH_NETWORK", "DEFAULT_USER", "FleetError", "FleetUnavailable", "HOST_KEY_TYPES",
+    "MARKER_ENV", "SSHD", "SilentListener", "SshFleet", "SshNode", "TEST_NETWORK", "ensure_user",
+    "loopback_nodes", "unavailable_reason",
 ]
