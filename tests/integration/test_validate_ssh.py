@@ -43,7 +43,8 @@ EXPECTED = {
     "gpu-003": ("fail", {("gpu.pcie.width", "gpu2"): "fail"}),
     "gpu-004": ("fail", {("gpu.remap.pending", "gpu4"): "fail", ("gpu.remap.uncorrectable", "gpu4"): "warn"}),
     "gpu-005": ("fail", {("gpu.count", None): "fail"}),
-    "gpu-006": ("error", {("gpu.nvml", None): "error"}),
+    "gpu-006": ("error", {("gpu.nvml", None): "error", ("nvlink.nvml", None): "error",
+                          ("topo.nvidia_smi", None): "error"}),
     "gpu-007": ("warn", {("gpu.temperature", "gpu1"): "warn"}),
     "gpu-008": ("pass", {}),
     "gpu-009": ("fail", {("system.disk.free", "/"): "fail"}),
@@ -51,7 +52,8 @@ EXPECTED = {
     "gpu-011": ("fail", {("gpu.ecc.mode", "gpu0"): "fail", ("gpu.ecc.uncorrectable", "gpu0"): "skip",
                          ("gpu.ecc.aggregate", "gpu0"): "skip"}),
     "gpu-012": ("warn", {("system.memory", None): "warn"}),  # a smaller build: warn, not fail
-    "gpu-013": ("error", {("gpu.probe", None): "error"}),  # NVML hangs: node-check's deadline
+    # NVML hangs: node-check's deadline ends the two domains that use it
+    "gpu-013": ("error", {("gpu.probe", None): "error", ("nvlink.probe", None): "error"}),
     "gpu-014": ("pass", {}),
     "gpu-015": ("pass", {}),
     "gpu-016": ("pass", {}),
@@ -90,7 +92,7 @@ def fleet(ssh_fleet_factory, public_dir):
 def full_run(fleet, tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
     p = clusterkit("validate", "--nodes", "gpu-[001-019]", "--ssh-config", str(fleet.ssh_config),
-                   "--timeout", "6", "--connect-timeout", "3", "--json", "--output", str(out / "r.json"),
+                   "--timeout", "20", "--connect-timeout", "3", "--json", "--output", str(out / "r.json"),
                    "--junit", str(out / "r.xml"))
     return p, json.loads((out / "r.json").read_text()), ET.parse(out / "r.xml").getroot()
 
@@ -105,8 +107,10 @@ def test_every_node_gets_exactly_its_verdicts(full_run):
         node = by_node[name]
         got = {(c["check"], c["subject"]): c["status"] for c in node["checks"] if c["status"] != "pass"}
         assert (node["status"], got) == (status, odd), name
-    # a healthy node ran the whole profile: 1 count + 14 checks x 8 GPUs + 4 system checks
-    assert len(by_node["gpu-001"]["checks"]) == 1 + 14 * 8 + 4
+    # a healthy node ran the whole profile: gpu (1 count + 14 checks x 8 GPUs), 4 system checks,
+    # nvlink (links, speed, errors, fabric x 8 GPUs), topo (p2p + 8 rail NICs),
+    # ib (rails, gdr + state, rate, counters, firmware x 8 rails)
+    assert len(by_node["gpu-001"]["checks"]) == (1 + 14 * 8) + 4 + 4 * 8 + (1 + 8) + (2 + 4 * 8)
     assert report["summary"]["failed"] == 7 and report["summary"]["unreachable"] == 3
     assert report["summary"]["exit_code"] == 1
 
@@ -143,7 +147,7 @@ def test_junit_has_a_case_per_node_and_check(full_run):
     assert int(suite.get("failures")) == len(fails) > 0
     assert int(suite.get("errors")) == len(errors)
     failing_classes = {c.get("classname") for c in fails}
-    assert {"gpu-002", "gpu-003", "gpu-012"} <= {x.split(".")[-1] for x in failing_classes} | failing_classes
+    assert {"gpu-002", "gpu-003", "gpu-011"} <= {x.split(".")[-1] for x in failing_classes} | failing_classes
 
 
 def test_terminal_report_groups_failures(fleet):
