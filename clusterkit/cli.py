@@ -259,9 +259,12 @@ def _watch_lifeline(on_close: Any) -> None:
 @click.option("--lifeline", is_flag=True,
               help="For controllers: with --profile -, the profile is the first line of stdin; "
                    "stdin then stays open, and node-check stops when it closes.")
+@click.option("--ib-bw", "ib_bw", is_flag=True,
+              help="Also run ib_write_bw loopback on every InfiniBand rail (ib.write_bw; opt-in: it "
+                   "loads the links for a few seconds).")
 def node_check_cmd(profile: str | None, checks: tuple[str, ...], as_json: bool, deadline: float,
                    sysfs_root: Optional[str], state_dir: Optional[str], kernel_log: Optional[str],
-                   lifeline: bool) -> int:
+                   lifeline: bool, ib_bw: bool = False) -> int:
     """Check this node's hardware against a profile (runs on the node itself).
 
     Exit 0 healthy, 1 a check failed, 3 a check could not run, 2 bad input.
@@ -287,6 +290,8 @@ def node_check_cmd(profile: str | None, checks: tuple[str, ...], as_json: bool, 
             os._exit(EXIT_INTERRUPTED)
 
         _watch_lifeline(gone)
+    if ib_bw or "ib.write_bw" in (selection.filters or []):  # naming the check asks for it too
+        ctx.opt_in = ctx.opt_in | {"ib.write_bw"}
     report = run_node_check(prof, selection, ctx)
     if as_json:
         import json
@@ -385,11 +390,14 @@ def _echo_stdout(text: str) -> bool:
 @click.option("--junit", metavar="FILE", help="Write a JUnit XML report to FILE.")
 @click.option("-v", "--verbose", is_flag=True, help="List every node and check in the terminal report.")
 @click.option("--no-progress", is_flag=True, help="No progress bar on stderr.")
+@click.option("--ib-bw", "ib_bw", is_flag=True,
+              help="Also run ib_write_bw loopback on every node's InfiniBand rails (node-check --ib-bw).")
 def validate_cmd(sim: str | None, nodes: tuple[str, ...], inventory: str | None, exclude: tuple[str, ...],
                  profile: str | None, checks: tuple[str, ...], transport_name: str | None,
                  ssh_config: str | None, user: str | None, identity: str | None, accept_new_hostkeys: bool,
                  fanout: int, timeout: float, connect_timeout: float, remote_command: str, as_json: bool,
-                 output: str | None, junit: str | None, verbose: bool, no_progress: bool) -> int:
+                 output: str | None, junit: str | None, verbose: bool, no_progress: bool,
+                 ib_bw: bool = False) -> int:
     """Validate nodes: run node-check on each (over SSH, or locally with --sim) and report.
 
     Exit 0 all healthy, 1 a node failed, 2 usage/config error, 3 incomplete (unreachable
@@ -487,7 +495,8 @@ def validate_cmd(sim: str | None, nodes: tuple[str, ...], inventory: str | None,
     try:
         report = validate_fleet(node_list, transport, profile_for=profile_for, remote=remote,
                                 checks=check_list, timeout=timeout, fanout=fanout, source=source,
-                                on_done=lambda r: progress.advance(r.node, r.status))
+                                on_done=lambda r: progress.advance(r.node, r.status),
+                                extra_args=["--ib-bw"] if ib_bw else None)
     except KeyboardInterrupt as e:
         report = getattr(e, "report", None)
         if report is None:

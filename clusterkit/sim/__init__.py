@@ -213,6 +213,10 @@ class SimGpuSpec(_Strict):
     temp_shutdown_c: Int = Field(default=93, ge=0, le=255)
     pcie_gen: Int = Field(default=5, ge=1, le=7)
     pcie_width: Int = Field(default=16, ge=1, le=32)
+    #: NVLinks per GPU (HGX H100/H200, NVLink 4: 18); 0 for GPUs without NVLink (PCIe cards)
+    nvlink_links: Int = Field(default=18, ge=0, le=36)
+    #: per-link NVLink speed in MB/s, as NVML reports it (nvidia-smi nvlink -s: 26.562 GB/s)
+    nvlink_speed_mbps: Int = Field(default=26562, ge=0)
 
 
 class SimDisk(_Strict):
@@ -246,6 +250,18 @@ class SimIbSpec(_Strict):
     fw_ver: str = "28.39.1002"
     #: Ethernet (RoCE) ports of a storage/frontend NIC, named after the rails
     storage_ports: Int = Field(default=0, ge=0, le=16)
+
+    def rail_names(self, present: Optional[int] = None) -> list[str]:
+        """Compute rails ``{prefix}{i}``; ``present`` keeps the first ones (``ib_missing``)."""
+        n = self.rails if present is None else max(0, min(self.rails, present))
+        return [f"{self.prefix}{i}" for i in range(n)]
+
+    def storage_names(self) -> list[str]:
+        """Storage NIC ports, named after every configured rail: ``{prefix}{rails + k}``."""
+        return [f"{self.prefix}{self.rails + k}" for k in range(self.storage_ports)]
+
+    def device_names(self) -> list[str]:
+        return self.rail_names() + self.storage_names()
 
 
 class SimHardware(_Strict):
@@ -331,7 +347,8 @@ def parse_fleet(text: str, origin: str) -> SimFleet:
 
     Beyond the models: the fleet's hostlists expand (at most ``hostlist.MAX_NAMES`` names in
     all), every fault names nodes of the fleet, a fault's ``gpu`` exists on the fleet's
-    hardware, and ``gpu_missing`` leaves no more GPUs than there are.
+    hardware, a fault's ``device`` is one of the fleet's RDMA devices (``hardware.ib``), and
+    ``gpu_missing`` leaves no more GPUs than there are.
     """
     from clusterkit import hostlist
     from clusterkit.config import load_yaml_model
@@ -373,6 +390,11 @@ def parse_fleet(text: str, origin: str) -> SimFleet:
             has = f"GPUs 0-{count - 1}" if count > 1 else ("only GPU 0" if count == 1 else "no GPUs")
             raise ConfigError(f"{label}: faults.{i}.gpu: no GPU {f.gpu}: the fleet's nodes have {has} "
                               "(hardware.gpu.count)")
+        if f.device is not None and f.device not in fleet.hardware.ib.device_names():
+            names = fleet.hardware.ib.device_names()
+            has = f"{names[0]} to {names[-1]}" if len(names) > 1 else (names[0] if names else "none")
+            raise ConfigError(f"{label}: faults.{i}.device: no RDMA device {f.device}: the fleet's nodes have "
+                              f"{has} (hardware.ib: rails, prefix, storage_ports)")
         if f.kind == "gpu_missing" and f.value > count:
             raise ConfigError(f"{label}: faults.{i}.value: gpu_missing leaves {f.value} GPUs visible, but the "
                               f"fleet's nodes have {count} (hardware.gpu.count)")

@@ -7,30 +7,44 @@
   ``virtual_memory``, ``getloadavg``, ``disk_usage``);
 - ``sysfs_root`` is a generated tree in the real formats (``class/infiniband/mlx5_*/ports/1/
   state`` = ``4: ACTIVE`` …);
-- tool path holds stand-in executables (``nvidia-smi``, ``dmesg``) that print the real formats,
-  run through the real tool runner;
+- tool path holds stand-in executables (``nvidia-smi``, ``dmesg``, ``ib_write_bw``) that print
+  the real formats, run through the real tool runner;
 - ``state_dir`` is a per-node directory, so counters compared between runs work as on a node.
 
 Generated files live under ``$CLUSTERKIT_SIM_ROOT`` (default: ``<tmp>/clusterkit-sim-<uid>``),
-one directory per fleet content and node, written once and reused.
+one directory per fleet content and node, written once and reused. What changes from run to run
+(``ib_flap``: ``link_downed`` grows by its value on every node-check) is rewritten when the
+context is made, from a run counter kept in the node's state directory.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import stat
 import sys
 import tempfile
 from collections import namedtuple
-from typing import Any
+from typing import Any, Optional
 
 from clusterkit.sim import SimNode
 
 ENV_SIM_ROOT = "CLUSTERKIT_SIM_ROOT"
 TOOLS = ("nvidia-smi", "dmesg")
-_LAYOUT = "2"  # bump when the generated tree changes shape
+_LAYOUT = "3"  # bump when the generated tree changes shape
+
+#: the node's RDMA devices as the ``ib_write_bw`` stand-in reads them (in the node's directory)
+IB_DATA = "sim-ib.json"
+#: node-check runs seen by a node with ``ib_flap`` (in its state directory)
+IB_RUNS_FILE = "sim-ib-runs"
+#: what a simulated HGX node's RDMA stack reports besides the fleet's ``hardware.ib``
+OFED_VERSION = "23.10-1.1.9"  # module/mlx5_core/version of an MLNX_OFED 23.10 build
+RAIL_HCA = ("MT4129", "MT_0000000838")  # ConnectX-7 (hca_type, board_id)
+STORAGE_HCA = ("MT4125", "MT_0000000359", "22.39.1002", 100.0)  # ConnectX-6 Dx 100GbE: + fw, rate
+#: ib_write_bw loopback per port as a share of its rate: AzNHC's H100 sample, 390.98 of 400 Gb/s
+WRITE_BW_EFFICIENCY = 390.98 / 400
 
 _VMem = namedtuple("_VMem", "total available percent used free")
 _Disk = namedtuple("_Disk", "total used free percent")
@@ -96,7 +110,8 @@ def _generate(node: SimNode, path: str) -> None:
     tmp = tempfile.mkdtemp(prefix=".gen-", dir=os.path.dirname(path))
     try:
         _sysfs(node, os.path.join(tmp, "sys"))
-        _tools(os.path.join(tmp, "tools"))
+        _write(os.path.join(tmp, IB_DATA), json.dumps(ib_view(node), indent=1) + "\n")
+        _tools(os.path.join(tmp, "tools"), os.path.join(path, IB_DATA))
         os.makedirs(os.path.join(tmp, "state"), mode=0o755)
         _write(os.path.join(tmp, ".complete"), "")
         try:
@@ -111,33 +126,160 @@ def _generate(node: SimNode, path: str) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+_LANES = ((2.5, "SDR"), (5.0, "DDR"), (10.0, "QDR"), (14.0, "FDR"), (25.0, "EDR"), (50.0, "HDR"),
+          (100.0, "NDR"), (200.0, "XDR"))
+
+
+def rate_text(gbps: float) -> str:
+    """A port rate as the kernel's ``ports/N/rate`` prints it: 400 -> '400 Gb/sec (4X NDR)'."""
+    shown = f"{int(gbps)}" if float(gbps).is_integer() else f"{gbps:g}"
+    for width in (4, 1, 2, 8, 12):
+        for lane, name in _LANES:
+            if abs(width * lane - gbps) < 1e-9:
+                return f"{shown} Gb/sec ({width}X {name})"
+    return f"{shown} Gb/sec (4X)"
+
+
+def _device_fault(node: SimNode, kind: str, device: str) -> Any:
+    for f in node.faults:
+        if f.kind == kind and f.device == device:
+            return f
+    return None
+
+
+def ib_view(node: SimNode) -> dict[str, Any]:
+    """The node's RDMA devices with its faults applied: what the generated sysfs tree and the
+    ``ib_write_bw`` stand-in say. Rails are ``hardware.ib.prefix`` + index (``ib_missing``
+    keeps the first ``value``), then the storage NIC's Ethernet ports
+    (:meth:`~clusterkit.sim.SimIbSpec.device_names`); rail *i* sits on its GPU's NUMA node
+    (GPU *i*; the first half of the GPUs on node 0), ``nic_far`` moves it to the other one."""
+    ib = node.hardware.ib
+    missing = node.fault("ib_missing")
+    rails = ib.rail_names(int(missing.value) if missing is not None else None)
+    gpus = node.hardware.gpu.count
+    split = (gpus + 1) // 2
+    devices: dict[str, dict[str, Any]] = {}
+    for i, name in enumerate(rails):
+        g = i % gpus if gpus else 0
+        fw = _device_fault(node, "ib_fw", name)
+        devices[name] = {"rail": True, "link_layer": ib.link_layer, "rate_gbps": float(ib.rate_gbps),
+                         "fw_ver": str(fw.value) if fw is not None else ib.fw_ver, "hca_type": RAIL_HCA[0],
+                         "board_id": RAIL_HCA[1], "numa_node": 0 if g < split else 1}
+    for name in ib.storage_names():
+        devices[name] = {"rail": False, "link_layer": "Ethernet", "rate_gbps": STORAGE_HCA[3],
+                         "fw_ver": STORAGE_HCA[2], "hca_type": STORAGE_HCA[0], "board_id": STORAGE_HCA[1],
+                         "numa_node": 0}
+    for name, d in devices.items():
+        d.update(state="4: ACTIVE", phys_state="5: LinkUp", symbol_error=0, flap=0)
+        if _device_fault(node, "ib_port_down", name):
+            d.update(state="1: DOWN", phys_state="3: Disabled")
+        elif _device_fault(node, "ib_port_polling", name):
+            d.update(state="1: DOWN", phys_state="2: Polling")
+        rate = _device_fault(node, "ib_rate", name)
+        if rate is not None:
+            d["rate_gbps"] = float(rate.value)
+        errors = _device_fault(node, "ib_errors", name)
+        if errors is not None:
+            d["symbol_error"] = min(int(errors.value), 0xFFFF)  # a 16-bit counter: it saturates
+        flap = _device_fault(node, "ib_flap", name)
+        if flap is not None:
+            d["flap"] = int(flap.value) if flap.value is not None else 1
+        if _device_fault(node, "nic_far", name):
+            d["numa_node"] = 1 - d["numa_node"]
+        active = d["state"].endswith("ACTIVE")
+        slow = _device_fault(node, "ib_bw_slow", name)
+        d["bw_gbps"] = (float(slow.value) if slow is not None else
+                        round(d["rate_gbps"] * WRITE_BW_EFFICIENCY, 2)) if active else None
+    peermem = node.fault("peermem_missing") is None
+    return {"devices": devices, "peermem": peermem,
+            # without peermem the fault means no dma-buf either: the proprietary nvidia module
+            "dmabuf": peermem, "gpu_name": node.hardware.gpu.name,
+            "driver_version": node.hardware.gpu.driver_version}
+
+
 def _sysfs(node: SimNode, root: str) -> None:
-    """class/infiniband for the node's compute rails, in the kernel's formats."""
-    for i in range(8):
-        dev = os.path.join(root, "class", "infiniband", f"mlx5_{i}")
-        _write(os.path.join(dev, "fw_ver"), "28.39.1002\n")
-        _write(os.path.join(dev, "board_id"), "MT_0000000838\n")
-        _write(os.path.join(dev, "hca_type"), "MT4129\n")
-        _write(os.path.join(dev, "device", "numa_node"), f"{0 if i < 4 else 1}\n")
+    """class/infiniband for the node's RDMA devices and module/ for its drivers, in the kernel's
+    formats (``4: ACTIVE``, ``5: LinkUp``, ``400 Gb/sec (4X NDR)``, ``InfiniBand``)."""
+    from clusterkit.profiles import IB_COUNTERS
+
+    view = ib_view(node)
+    for name, d in view["devices"].items():
+        dev = os.path.join(root, "class", "infiniband", name)
+        _write(os.path.join(dev, "fw_ver"), f"{d['fw_ver']}\n")
+        _write(os.path.join(dev, "board_id"), f"{d['board_id']}\n")
+        _write(os.path.join(dev, "hca_type"), f"{d['hca_type']}\n")
+        _write(os.path.join(dev, "device", "numa_node"), f"{d['numa_node']}\n")
         port = os.path.join(dev, "ports", "1")
-        _write(os.path.join(port, "state"), "4: ACTIVE\n")
-        _write(os.path.join(port, "phys_state"), "5: LinkUp\n")
-        _write(os.path.join(port, "rate"), "400 Gb/sec (4X NDR)\n")
-        _write(os.path.join(port, "link_layer"), "InfiniBand\n")
-        for counter in ("symbol_error", "link_downed", "link_error_recovery", "port_rcv_errors",
-                        "port_rcv_remote_physical_errors", "port_xmit_discards",
-                        "local_link_integrity_errors", "excessive_buffer_overrun_errors"):
-            _write(os.path.join(port, "counters", counter), "0\n")
+        _write(os.path.join(port, "state"), f"{d['state']}\n")
+        _write(os.path.join(port, "phys_state"), f"{d['phys_state']}\n")
+        _write(os.path.join(port, "rate"), rate_text(d["rate_gbps"]) + "\n")
+        _write(os.path.join(port, "link_layer"), f"{d['link_layer']}\n")
+        for counter in IB_COUNTERS:
+            value = d["symbol_error"] if counter == "symbol_error" else 0
+            _write(os.path.join(port, "counters", counter), f"{value}\n")
+    module = os.path.join(root, "module")
+    driver = node.hardware.gpu.driver_version
+    # the open nvidia kernel module taints the kernel O (out of tree) and E (unsigned); the
+    # proprietary one adds P: with peermem_missing it is the proprietary one (no dma-buf either)
+    _write(os.path.join(module, "nvidia", "version"), f"{driver}\n")
+    _write(os.path.join(module, "nvidia", "taint"), ("OE" if view["dmabuf"] else "POE") + "\n")
+    if view["peermem"]:
+        _write(os.path.join(module, "nvidia_peermem", "version"), f"{driver}\n")
+    _write(os.path.join(module, "mlx5_core", "version"), f"{OFED_VERSION}\n")
+    _write(os.path.join(module, "ib_core", "refcnt"), "4\n")
 
 
-def _tools(root: str) -> None:
-    """Stand-in executables: each runs ``clusterkit.sim.tools`` with this interpreter."""
+def _advance_flaps(node: SimNode, base: str, state_dir: str) -> None:
+    """``ib_flap``: one more node-check run, so ``link_downed`` = value x runs (8 bits: it
+    saturates at 255), written into the node's generated tree."""
+    flaps = [f for f in node.faults if f.kind == "ib_flap"]
+    if not flaps:
+        return
+    os.makedirs(state_dir, mode=0o755, exist_ok=True)
+    runs_path = os.path.join(state_dir, IB_RUNS_FILE)
+    try:
+        with open(runs_path, encoding="utf-8") as fh:
+            runs = int(fh.read().strip() or 0)
+    except (OSError, ValueError):
+        runs = 0
+    runs += 1
+    _replace(runs_path, f"{runs}\n")
+    for f in flaps:
+        path = os.path.join(base, "sys", "class", "infiniband", str(f.device), "ports", "1", "counters",
+                            "link_downed")
+        if os.path.isdir(os.path.dirname(path)):
+            step = int(f.value) if f.value is not None else 1
+            _replace(path, f"{min(255, step * runs)}\n")
+
+
+def _replace(path: str, text: str) -> None:
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def _tools(root: str, ib_data: Optional[str] = None) -> None:
+    """Stand-in executables: each runs ``clusterkit.sim.tools`` with this interpreter.
+
+    ``ib_write_bw`` runs 2 x 8 times per node with ``--ib-bw``: it loads ``tools.py`` on its own
+    (only the standard library, not the package and pydantic) and reads the node's RDMA devices
+    from ``ib_data`` (:data:`IB_DATA`, written with the tree), so each start stays cheap."""
     os.makedirs(root, mode=0o755, exist_ok=True)
-    for tool in TOOLS:
-        script = (f"#!{sys.executable}\n"
-                  "import sys\n"
-                  "from clusterkit.sim.tools import main\n"
-                  f"sys.exit(main({tool!r}, sys.argv[1:]))\n")
+    scripts = {tool: (f"#!{sys.executable}\n"
+                      "import sys\n"
+                      "from clusterkit.sim.tools import main\n"
+                      f"sys.exit(main({tool!r}, sys.argv[1:]))\n") for tool in TOOLS}
+    if ib_data is not None:
+        tools_py = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tools.py")
+        scripts["ib_write_bw"] = (f"#!{sys.executable}\n"
+                                  "import importlib.util, sys\n"
+                                  "spec = importlib.util.spec_from_file_location(\n"
+                                  f"    'clusterkit_sim_tools', {tools_py!r})\n"
+                                  "mod = importlib.util.module_from_spec(spec)\n"
+                                  "spec.loader.exec_module(mod)\n"
+                                  f"sys.exit(mod.ib_write_bw(sys.argv[1:], {ib_data!r}))\n")
+    for tool, script in scripts.items():
         p = os.path.join(root, tool)
         _write(p, script, 0o755)
         os.chmod(p, os.stat(p).st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
@@ -151,15 +293,17 @@ def sim_context(node: SimNode, fleet_key: str, *, deadline: float, kernel_log_fi
 
     base = node_dir(node, fleet_key)
     kernel = node.hardware.system.kernel
+    state = state_dir or os.path.join(base, "state")
+    _advance_flaps(node, base, state)
     return ProbeContext(
         node=node.name,
         deadline=deadline,
         sysfs_root=os.path.join(base, "sys"),
-        state_dir=state_dir or os.path.join(base, "state"),
+        state_dir=state,
         kernel_log_file=kernel_log_file,
         tool_path=[os.path.join(base, "tools")],
         tool_env={"CLUSTERKIT_NODE": node.name},
-        nvml_factory=lambda: SimNVML(node),
+        nvml_factory=lambda: SimNVML(node, state_dir=state),  # its run counter lives there
         psutil_factory=lambda: SimPsutil(node),
         kernel_release_fn=lambda: kernel,
         simulated=True,

@@ -10,13 +10,20 @@ as a driver too old for it would.
 
 from __future__ import annotations
 
+import os
+import threading
+import time
 import zlib
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Optional
 
 import pynvml
 
 from clusterkit.sim import SimNode
+
+#: the file in the simulated node's state directory that counts node-check runs (nvlink_errors
+#: counters grow by their value on every run)
+RUNS_FILE = "sim-nvlink-runs"
 
 
 class SimHandle:
@@ -36,10 +43,16 @@ def _raise(code: int) -> None:
 class SimNVML:
     """Drop-in for the ``pynvml`` module, for one simulated node."""
 
-    def __init__(self, node: SimNode) -> None:
+    def __init__(self, node: SimNode, state_dir: Optional[str] = None) -> None:
         self._node = node
         self._spec = node.hardware.gpu
         self._init_count = 0
+        # nvidia-ml-py counts nvmlInit/nvmlShutdown under a lock: probes of several domains
+        # share one NVML and run in threads
+        self._lock = threading.Lock()
+        #: where the run counter lives (the simulated node's state directory); None: no growth
+        self._state_dir = state_dir
+        self._run: Optional[int] = None
 
     # -- module-like fallbacks: constants, exception classes, unmodelled functions --------------
     def __getattr__(self, name: str) -> Any:
@@ -59,12 +72,14 @@ class SimNVML:
             time.sleep(self._node.hang_seconds)
         if self._node.fault("nvml_unavailable"):
             _raise(pynvml.NVML_ERROR_DRIVER_NOT_LOADED)
-        self._init_count += 1
+        with self._lock:
+            self._init_count += 1
 
     def nvmlShutdown(self) -> None:
-        if self._init_count == 0:
-            _raise(pynvml.NVML_ERROR_UNINITIALIZED)
-        self._init_count -= 1
+        with self._lock:
+            if self._init_count == 0:
+                _raise(pynvml.NVML_ERROR_UNINITIALIZED)
+            self._init_count -= 1
 
     def _check_init(self) -> None:
         if self._init_count == 0:
@@ -229,3 +244,220 @@ class SimNVML:
     def nvmlDeviceGetMaxPcieLinkWidth(self, handle: Any) -> int:
         self._dev(handle)
         return self._spec.pcie_width
+
+    # -- NVLink and the NVSwitch fabric -----------------------------------------------------------
+    def _links(self) -> int:
+        return int(self._spec.nvlink_links)
+
+    def _link(self, handle: Any, link: Any) -> tuple[int, int]:
+        """(gpu, link) for a valid link of an NVLink GPU; NVML's errors otherwise."""
+        i = self._dev(handle)
+        if self._links() == 0:
+            _raise(pynvml.NVML_ERROR_NOT_SUPPORTED)
+        if not isinstance(link, int) or isinstance(link, bool) or not 0 <= link < self._links():
+            _raise(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+        return i, link
+
+    def _link_active(self, i: int, link: int) -> bool:
+        f = self._gpu_fault("nvlink_down", i)
+        down = int(f.value or 1) if f else 0
+        return link < self._links() - down  # the highest-numbered links go down
+
+    def _link_speed_mbps(self, i: int) -> int:
+        f = self._gpu_fault("nvlink_speed", i)
+        return int(round(float(f.value) * 1000)) if f else int(self._spec.nvlink_speed_mbps)
+
+    def _run_number(self) -> int:
+        """Which node-check run this is on the simulated node (1, 2, …): counted once per
+        SimNVML in the node's state directory; always 1 without one."""
+        with self._lock:
+            if self._run is None:
+                run = 1
+                if self._state_dir:
+                    path = os.path.join(self._state_dir, RUNS_FILE)
+                    try:
+                        with open(path, encoding="utf-8") as fh:
+                            run = int(fh.read().strip() or 0) + 1
+                    except (OSError, ValueError):
+                        run = 1
+                    try:
+                        os.makedirs(self._state_dir, exist_ok=True)
+                        tmp = f"{path}.{os.getpid()}.{threading.get_ident()}"
+                        with open(tmp, "w", encoding="utf-8") as fh:
+                            fh.write(f"{run}\n")
+                        os.replace(tmp, path)
+                    except OSError:
+                        pass
+                self._run = run
+            return self._run
+
+    def nvmlDeviceGetNvLinkState(self, handle: Any, link: int) -> int:
+        i, link = self._link(handle, link)
+        return pynvml.NVML_FEATURE_ENABLED if self._link_active(i, link) else pynvml.NVML_FEATURE_DISABLED
+
+    def nvmlDeviceGetNvLinkErrorCounter(self, handle: Any, link: int, counter: int) -> int:
+        i, link = self._link(handle, link)
+        known = (pynvml.NVML_NVLINK_ERROR_DL_REPLAY, pynvml.NVML_NVLINK_ERROR_DL_RECOVERY,
+                 pynvml.NVML_NVLINK_ERROR_DL_CRC_FLIT, pynvml.NVML_NVLINK_ERROR_DL_CRC_DATA,
+                 pynvml.NVML_NVLINK_ERROR_DL_ECC_DATA)
+        if counter not in known:
+            _raise(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+        f = self._gpu_fault("nvlink_errors", i)
+        if f and link == 0 and counter != pynvml.NVML_NVLINK_ERROR_DL_ECC_DATA:
+            return int(f.value) * self._run_number()
+        return 0
+
+    def nvmlDeviceGetFieldValues(self, handle: Any, fieldIds: list[Any]) -> Any:
+        i = self._dev(handle)
+        values = (pynvml.c_nvmlFieldValue_t * len(fieldIds))()
+        now_us = int(time.time() * 1_000_000)
+        for n, field in enumerate(fieldIds):
+            v = values[n]
+            try:
+                (v.fieldId, v.scopeId) = field
+            except TypeError:
+                v.fieldId = field
+            v.timestamp = now_us
+            v.latencyUsec = 0
+            v.valueType = pynvml.NVML_VALUE_TYPE_UNSIGNED_INT
+            v.nvmlReturn = pynvml.NVML_SUCCESS
+            links = self._links()
+            if v.fieldId == pynvml.NVML_FI_DEV_NVLINK_LINK_COUNT:
+                if links == 0:
+                    v.nvmlReturn = pynvml.NVML_ERROR_NOT_SUPPORTED
+                else:
+                    v.value.uiVal = links
+            elif v.fieldId == pynvml.NVML_FI_DEV_NVLINK_GET_SPEED:
+                if links == 0:
+                    v.nvmlReturn = pynvml.NVML_ERROR_NOT_SUPPORTED
+                elif v.scopeId >= links:
+                    v.nvmlReturn = pynvml.NVML_ERROR_INVALID_ARGUMENT
+                else:
+                    v.value.uiVal = self._link_speed_mbps(i) if self._link_active(i, v.scopeId) else 0
+            elif v.fieldId == pynvml.NVML_FI_DEV_NVLINK_SPEED_MBPS_COMMON:
+                if links == 0:
+                    v.nvmlReturn = pynvml.NVML_ERROR_NOT_SUPPORTED
+                else:
+                    v.value.uiVal = self._link_speed_mbps(i)
+            else:
+                v.nvmlReturn = pynvml.NVML_ERROR_NOT_SUPPORTED
+        return values
+
+    def nvmlDeviceGetGpuFabricInfo(self, handle: Any, gpuFabricInfo: Any) -> int:
+        """Fills the ``c_nvmlGpuFabricInfo_t`` passed in (as nvidia-ml-py: by ``ctypes.byref``,
+        a pointer, or the structure itself) and returns NVML_SUCCESS."""
+        self._dev(handle)
+        info = getattr(gpuFabricInfo, "_obj", None)  # ctypes.byref(...)
+        if info is None:
+            info = getattr(gpuFabricInfo, "contents", gpuFabricInfo)  # ctypes.pointer(...)
+        for n in range(len(info.clusterUuid)):
+            info.clusterUuid[n] = 0
+        info.cliqueId = 0
+        if self._links() == 0 or self.nvmlDeviceGetCount() < 2:
+            # no NVSwitch fabric: a PCIe card, or a single GPU
+            info.state = pynvml.NVML_GPU_FABRIC_STATE_NOT_SUPPORTED
+            info.status = pynvml.NVML_SUCCESS
+        elif self._node.fault("fabric_incomplete"):
+            # Fabric Manager not running: registration never completes ("In Progress");
+            # CUDA answers "system not yet initialized"
+            info.state = pynvml.NVML_GPU_FABRIC_STATE_IN_PROGRESS
+            info.status = pynvml.NVML_ERROR_NOT_READY
+        else:
+            info.state = pynvml.NVML_GPU_FABRIC_STATE_COMPLETED
+            info.status = pynvml.NVML_SUCCESS
+        return pynvml.NVML_SUCCESS
+
+
+# ------------------------------------------------------------------------------ nvidia-smi topo -m
+def rdma_devices(node: SimNode) -> list[tuple[str, bool]]:
+    """The node's RDMA devices, in order: ``(name, is_compute_rail)``. Rails are
+    ``{prefix}{i}`` for the rails present (``ib_missing`` leaves the first ``value``); storage
+    ports follow, named after all the configured rails (``{prefix}{rails + k}``)."""
+    ib = node.hardware.ib
+    f = node.fault("ib_missing")
+    rails = ib.rail_names(int(f.value) if f is not None else None)
+    return [(name, True) for name in rails] + [(name, False) for name in ib.storage_names()]
+
+
+def _cpu_lists(cpus: int) -> tuple[str, str]:
+    """CPU affinity of NUMA node 0 and 1 on a two-socket host with SMT (224 CPUs:
+    0-55,112-167 and 56-111,168-223), as nvidia-smi prints them."""
+    if cpus % 4 == 0 and cpus >= 4:
+        q = cpus // 4
+        return f"0-{q - 1},{2 * q}-{3 * q - 1}", f"{q}-{2 * q - 1},{3 * q}-{cpus - 1}"
+    half = max(1, cpus // 2)
+    return f"0-{half - 1}", (f"{half}-{cpus - 1}" if cpus > half else f"0-{half - 1}")
+
+
+def topo_matrix(node: SimNode) -> str:
+    """``nvidia-smi topo -m`` of the simulated node, in the layout of a real 8x H100 capture:
+    GPUs 0-3 on NUMA node 0 and 4-7 on 1, GPUs in pairs under one PCIe switch, one compute rail
+    under each GPU's switch (PIX to its GPU, PXB to the other GPU of the pair), a storage NIC's
+    ports on NUMA node 0. ``p2p_degraded`` turns a GPU's pairs to SYS; ``nic_far`` moves a NIC
+    to the other socket (SYS to its GPU)."""
+    spec = node.hardware.gpu
+    board = spec.count  # where things sit; gpu_missing hides GPUs, it does not move the NICs
+    missing = node.fault("gpu_missing")
+    count = int(missing.value) if missing and missing.value is not None else board
+    split = (board + 1) // 2  # GPUs below it are on NUMA node 0
+
+    def gpu_numa(g: int) -> int:
+        return 0 if g < split else 1
+
+    # every device's place: (NUMA node, PCIe switch)
+    place: dict[str, tuple[int, str]] = {f"GPU{g}": (gpu_numa(g), f"sw{g // 2}") for g in range(count)}
+    nics = rdma_devices(node)
+    rail_gpu: dict[str, int] = {}
+    for n, (dev, rail) in enumerate(nics):
+        name = f"NIC{n}"
+        if rail and board:
+            r = int(dev[len(node.hardware.ib.prefix):])
+            g = r % board
+            rail_gpu[name] = g
+            numa, switch = gpu_numa(g), f"sw{g // 2}"
+        else:
+            numa, switch = 0, "storage"
+        if any(f.kind == "nic_far" and f.device == dev for f in node.faults):
+            numa, switch = 1 - numa, f"far-{dev}"  # cabled to the other socket's PCIe tree
+        place[name] = (numa, switch)
+    devices = [f"GPU{g}" for g in range(count)] + [f"NIC{n}" for n in range(len(nics))]
+    degraded = {g for g in range(count) if node.fault("p2p_degraded", g)}
+
+    def link(a: str, b: str) -> str:
+        if a == b:
+            return " X "
+        if a.startswith("GPU") and b.startswith("GPU"):
+            if int(a[3:]) in degraded or int(b[3:]) in degraded:
+                return "SYS"
+            if spec.nvlink_links:
+                return f"NV{spec.nvlink_links}"
+        (na, sa), (nb, sb) = place[a], place[b]
+        nic, gpu = (a, b) if a.startswith("NIC") else (b, a)
+        if gpu.startswith("GPU") and rail_gpu.get(nic) == int(gpu[3:]) and sa == sb:
+            return "PIX"
+        if sa == sb:
+            return "PIX" if sa == "storage" else "PXB"
+        return "NODE" if na == nb else "SYS"
+
+    cpu0, cpu1 = _cpu_lists(node.hardware.system.cpus)
+    lines = ["\t" + "\t".join(devices + ["CPU Affinity", "NUMA Affinity", "GPU NUMA ID"])]
+    for d in devices:
+        row = [d] + [link(d, other) for other in devices]
+        if d.startswith("GPU"):
+            numa = place[d][0]
+            row += [cpu0 if numa == 0 else cpu1, str(numa), "", "N/A"]
+        else:
+            row += ["", "", "", ""]
+        lines.append("\t".join(row))
+    lines += ["", "Legend:", "",
+              "  X    = Self",
+              "  SYS  = Connection traversing PCIe as well as the SMP interconnect between NUMA nodes (e.g., QPI/UPI)",
+              "  NODE = Connection traversing PCIe as well as the interconnect between PCIe Host Bridges within a NUMA node",
+              "  PHB  = Connection traversing PCIe as well as a PCIe Host Bridge (typically the CPU)",
+              "  PXB  = Connection traversing multiple PCIe bridges (without traversing the PCIe Host Bridge)",
+              "  PIX  = Connection traversing at most a single PCIe bridge",
+              "  NV#  = Connection traversing a bonded set of # NVLinks"]
+    if nics:
+        lines += ["", "NIC Legend:", ""]
+        lines += [f"  NIC{n}: {dev}" for n, (dev, _rail) in enumerate(nics)]
+    return "\n".join(lines) + "\n"

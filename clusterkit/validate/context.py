@@ -18,6 +18,7 @@ node-check and passes it to every domain's ``probe(ctx)``:
 ``ctx.state_dir``   the node's state directory (counters compared between runs); created on
                     first use by ``ctx.state_path(name)``
 ``ctx.deadline``    a ``time.monotonic()`` instant; ``ctx.time_left()`` says how long is left
+``ctx.opt_in``      the opt-in checks this run asked for (``node-check --ib-bw``: ``ib.write_bw``)
 ==================  ========================================================================
 
 The simulator (``clusterkit.sim.context``) supplies such a context; probes have no "if
@@ -99,6 +100,8 @@ class ProbeContext:
     kernel_log_text: Optional[str] = None
     procs: ProcessGroup = field(default_factory=ProcessGroup)
     simulated: bool = False
+    #: opt-in checks asked for on this run (``node-check --ib-bw`` adds ``"ib.write_bw"``)
+    opt_in: frozenset[str] = frozenset()
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod

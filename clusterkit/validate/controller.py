@@ -31,13 +31,15 @@ def node_deadline(timeout: float) -> float:
     return round(max(0.2, timeout - margin), 2)
 
 
-def node_check_argv(remote: list[str], checks: Optional[list[str]], timeout: Optional[float] = None
-                    ) -> list[str]:
+def node_check_argv(remote: list[str], checks: Optional[list[str]], timeout: Optional[float] = None,
+                    extra_args: Optional[list[str]] = None) -> list[str]:
+    """node-check's argv; ``extra_args`` are node-check options passed through (``--ib-bw``)."""
     argv = [*remote, "node-check", "--json", "--profile", "-", "--lifeline"]
     if timeout is not None:
         argv += ["--deadline", f"{node_deadline(timeout):g}"]
     if checks:
         argv += ["--checks", ",".join(checks)]
+    argv += list(extra_args or [])
     return argv
 
 
@@ -117,6 +119,7 @@ def validate_fleet(
     fanout: int = 64,
     source: str = "",
     on_done: Optional[Callable[[NodeReport], None]] = None,
+    extra_args: Optional[list[str]] = None,
 ) -> FleetReport:
     """Run node-check on every node and gather the FleetReport (fleet judges included).
 
@@ -128,7 +131,7 @@ def validate_fleet(
     from clusterkit.validate.fleet import judge_fleet
 
     started = time.monotonic()
-    argv = node_check_argv(remote, checks, timeout)
+    argv = node_check_argv(remote, checks, timeout, extra_args)
     payload: dict[int, bytes] = {}  # by profile object: two files may share a name
 
     def stdin_for(node: Node) -> bytes:

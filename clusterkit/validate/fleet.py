@@ -1,7 +1,7 @@
 """Fleet judges: verdicts that need every node's facts (pure, no I/O).
 
-- ``fleet.drift.<fact>`` (warn): nodes whose driver, CUDA, VBIOS or kernel version differs from
-  the most common one.
+- ``fleet.drift.<fact>`` (warn): nodes whose driver, CUDA, VBIOS, kernel, HCA firmware
+  (``hca_fw``: the rails' firmware) or OFED version differs from the most common one.
 - ``fleet.gpu_count`` (warn): nodes that see a different number of GPUs than most nodes (the
   per-node ``gpu.count`` check against the profile is the one that fails a node).
 """
@@ -13,7 +13,7 @@ from typing import Any
 
 from clusterkit.models import FleetFinding, NodeReport, NodeStatus, Status
 
-DRIFT_FACTS = ("driver_version", "cuda_version", "vbios_version", "kernel")
+DRIFT_FACTS = ("driver_version", "cuda_version", "vbios_version", "kernel", "hca_fw", "ofed_version")
 
 FLEET_CHECKS: dict[str, str] = {
     **{f"fleet.drift.{k}": f"{k.replace('_', ' ')} differing from most nodes (warn)" for k in DRIFT_FACTS},

@@ -34,6 +34,9 @@ from clusterkit.errors import UsageError
 DOMAINS: dict[str, str] = {
     "gpu": "clusterkit.validate.gpu",
     "system": "clusterkit.validate.system",
+    "nvlink": "clusterkit.validate.nvlink",
+    "topo": "clusterkit.validate.topo",
+    "ib": "clusterkit.validate.ib",
 }
 
 #: checks emitted by the runner itself for any domain
