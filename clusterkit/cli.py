@@ -209,12 +209,20 @@ def _split_checks(value: tuple[str, ...]) -> list[str] | None:
     return items
 
 
-def _load_profile_arg(spec: str | None, one_line: bool = False) -> Any:
-    from clusterkit.profiles import load_profile, parse_profile
+_IGNORED_SECTIONS: list[str] = []
 
+
+def _load_profile_arg(spec: str | None, one_line: bool = False) -> Any:
+    from clusterkit.profiles import load_profile, parse_controller_profile, parse_profile
+
+    if spec == "-" and one_line:
+        # from a controller (--lifeline): a newer controller may send sections this version
+        # has no checks for; they are ignored (and reported in facts), not a refusal
+        prof, ignored = parse_controller_profile(sys.stdin.readline())
+        _IGNORED_SECTIONS[:] = ignored
+        return prof
     if spec == "-":
-        text = sys.stdin.readline() if one_line else sys.stdin.read()
-        return parse_profile(text, "<stdin>")
+        return parse_profile(sys.stdin.read(), "<stdin>")
     if spec is None:
         from clusterkit.validate.runner import default_profile_name
 
@@ -227,12 +235,18 @@ def _watch_lifeline(on_close: Any) -> None:
     away (timeout, Ctrl-C, lost connection)."""
     import threading
 
+    try:
+        fd = sys.stdin.fileno()
+    except (OSError, ValueError, AttributeError):
+        return
+
     def watch() -> None:
+        # the raw descriptor, not sys.stdin's buffer: a thread blocked inside the buffered
+        # reader holds its lock, and the interpreter's shutdown would then abort on it
         try:
-            stream: Any = sys.stdin.buffer
-            while stream.read1(65536):
+            while os.read(fd, 65536):
                 pass
-        except (OSError, ValueError):
+        except OSError:
             pass
         on_close()
 
@@ -256,15 +270,28 @@ def _watch_lifeline(on_close: Any) -> None:
 @click.option("--state-dir", metavar="DIR", envvar="CLUSTERKIT_STATE_DIR",
               help="The node's state directory (counters compared between runs).")
 @click.option("--kernel-log", metavar="FILE", help="Read this saved kernel log instead of dmesg.")
+@click.option("--xid-window", "xid_window", type=click.FloatRange(min=0, min_open=True, max=24 * 366),
+              metavar="HOURS", help="Xid/SXid events count within this many hours (default: the "
+                                    "profile's xid.window_h, 2).")
 @click.option("--lifeline", is_flag=True,
               help="For controllers: with --profile -, the profile is the first line of stdin; "
                    "stdin then stays open, and node-check stops when it closes.")
 @click.option("--ib-bw", "ib_bw", is_flag=True,
               help="Also run ib_write_bw loopback on every InfiniBand rail (ib.write_bw; opt-in: it "
                    "loads the links for a few seconds).")
+@click.option("--storage-bench", "storage_bench", is_flag=True,
+              help="Also run the metadata test and fio on every expected mount (storage.metadata, "
+                   "storage.fio; opt-in: they load shared storage; give them a longer --deadline).")
+@click.option("--weights-dir", "weights_dir", metavar="DIR",
+              help="Also measure the read rate of this model-weights directory (storage.weights; "
+                   "O_DIRECT, or the page cache evicted first).")
+@click.option("--stress", "stress", is_flag=True,
+              help="Also load the GPUs (stress.gemm, stress.hbm, stress.gpu_burn, stress.dcgm; opt-in: "
+                   "time-boxed within --deadline; dcgmi diag -r 2 needs a longer one).")
 def node_check_cmd(profile: str | None, checks: tuple[str, ...], as_json: bool, deadline: float,
                    sysfs_root: Optional[str], state_dir: Optional[str], kernel_log: Optional[str],
-                   lifeline: bool, ib_bw: bool = False) -> int:
+                   lifeline: bool, ib_bw: bool = False, xid_window: Optional[float] = None,
+                   storage_bench: bool = False, weights_dir: Optional[str] = None, stress: bool = False) -> int:
     """Check this node's hardware against a profile (runs on the node itself).
 
     Exit 0 healthy, 1 a check failed, 3 a check could not run, 2 bad input.
@@ -282,6 +309,10 @@ def node_check_cmd(profile: str | None, checks: tuple[str, ...], as_json: bool, 
 
         raise UsageError(f"--sysfs-root {sysfs_root}: not a directory")
     prof = _load_profile_arg(profile, one_line=lifeline)
+    if xid_window is not None:
+        from clusterkit.profiles import XidProfile
+
+        prof = prof.model_copy(update={"xid": XidProfile(window_h=xid_window)})
     ctx = make_context(deadline=started + deadline, sysfs_root=sysfs_root, state_dir=state_dir,
                        kernel_log_file=kernel_log)
     if lifeline:
@@ -292,7 +323,18 @@ def node_check_cmd(profile: str | None, checks: tuple[str, ...], as_json: bool, 
         _watch_lifeline(gone)
     if ib_bw or "ib.write_bw" in (selection.filters or []):  # naming the check asks for it too
         ctx.opt_in = ctx.opt_in | {"ib.write_bw"}
+    from clusterkit.validate import storage as storage_domain
+
+    if weights_dir is not None:  # never stat'ed here: it may sit on a hung mount
+        prof = storage_domain.with_weights_dir(prof, os.path.abspath(weights_dir))
+    ctx.opt_in = ctx.opt_in | storage_domain.opt_in(storage_bench, weights_dir, selection.filters)
+    if stress or any(f.split(".", 1)[0] == "stress" for f in selection.filters or []):  # naming one asks too
+        from clusterkit.validate import stress as stress_domain
+
+        ctx.opt_in = ctx.opt_in | stress_domain.opt_in(stress, selection.filters)
     report = run_node_check(prof, selection, ctx)
+    if _IGNORED_SECTIONS:
+        report.facts["profile_sections_ignored"] = list(_IGNORED_SECTIONS)
     if as_json:
         import json
 
@@ -392,12 +434,24 @@ def _echo_stdout(text: str) -> bool:
 @click.option("--no-progress", is_flag=True, help="No progress bar on stderr.")
 @click.option("--ib-bw", "ib_bw", is_flag=True,
               help="Also run ib_write_bw loopback on every node's InfiniBand rails (node-check --ib-bw).")
+@click.option("--storage-bench", "storage_bench", is_flag=True,
+              help="Also run the metadata test and fio on every node's expected mounts (node-check "
+                   "--storage-bench); they load shared storage and need a longer --timeout.")
+@click.option("--weights-dir", "weights_dir", metavar="DIR",
+              help="Also measure every node's read rate of this model-weights directory, an absolute "
+                   "path on the nodes (node-check --weights-dir).")
+@click.option("--stress", "stress", is_flag=True,
+              help="Also load every node's GPUs: GEMM, HBM copy, gpu-burn, dcgmi diag (node-check --stress).")
+@click.option("--baseline", "baseline_spec", metavar="NAME|FILE",
+              help="Compare the fleet's figures with a saved baseline (`clusterkit baseline save`): a "
+                   "name in the baseline directory, or a file (a path with '/' or ending in .json).")
 def validate_cmd(sim: str | None, nodes: tuple[str, ...], inventory: str | None, exclude: tuple[str, ...],
                  profile: str | None, checks: tuple[str, ...], transport_name: str | None,
                  ssh_config: str | None, user: str | None, identity: str | None, accept_new_hostkeys: bool,
                  fanout: int, timeout: float, connect_timeout: float, remote_command: str, as_json: bool,
                  output: str | None, junit: str | None, verbose: bool, no_progress: bool,
-                 ib_bw: bool = False) -> int:
+                 ib_bw: bool = False, baseline_spec: Optional[str] = None,
+                 storage_bench: bool = False, weights_dir: Optional[str] = None, stress: bool = False) -> int:
     """Validate nodes: run node-check on each (over SSH, or locally with --sim) and report.
 
     Exit 0 all healthy, 1 a node failed, 2 usage/config error, 3 incomplete (unreachable
@@ -421,11 +475,23 @@ def validate_cmd(sim: str | None, nodes: tuple[str, ...], inventory: str | None,
         raise UsageError("--sim and --inventory are exclusive (use --sim FLEET --nodes HOSTLIST to pick nodes)")
     check_list = _split_checks(checks)
     select(check_list)  # a typo is refused now, before any connection
+    if weights_dir is not None and not weights_dir.startswith("/"):
+        raise UsageError(f"--weights-dir {weights_dir}: give an absolute path (it is read on the nodes)")
+    extra_args = (["--ib-bw"] if ib_bw else []) + (["--storage-bench"] if storage_bench else []) + \
+        (["--weights-dir", weights_dir] if weights_dir is not None else []) + (["--stress"] if stress else [])
     outputs = [(o, opt) for o, opt in ((output, "--output"), (junit, "--junit")) if o]
     for path, opt in outputs:
         _check_writable(path, opt)
     if output and junit and os.path.abspath(output) == os.path.abspath(junit) and os.path.isfile(output):
         raise UsageError("--output and --junit name the same file")
+    baseline_obj: Any = None
+    if baseline_spec is not None:  # an unknown name or a bad file: exit 2 before any node is contacted
+        from clusterkit import baseline as baselines
+
+        try:
+            baseline_obj = baselines.load(baseline_spec)
+        except UsageError as e:
+            raise UsageError(f"--baseline: {e}") from None
 
     fleet = None
     inv_transport = None
@@ -496,7 +562,7 @@ def validate_cmd(sim: str | None, nodes: tuple[str, ...], inventory: str | None,
         report = validate_fleet(node_list, transport, profile_for=profile_for, remote=remote,
                                 checks=check_list, timeout=timeout, fanout=fanout, source=source,
                                 on_done=lambda r: progress.advance(r.node, r.status),
-                                extra_args=["--ib-bw"] if ib_bw else None)
+                                extra_args=extra_args or None, baseline=baseline_obj)
     except KeyboardInterrupt as e:
         report = getattr(e, "report", None)
         if report is None:
@@ -523,6 +589,8 @@ def validate_cmd(sim: str | None, nodes: tuple[str, ...], inventory: str | None,
 
         _echo_stdout(render_terminal(report, verbose=verbose))
     s = report.summary
+    if baseline_obj is not None:
+        _warn_baseline_unused(report, baseline_obj)
     if s.interrupted:
         _err("interrupted: the report covers the nodes that answered")
     if s.internal_errors:
@@ -530,3 +598,114 @@ def validate_cmd(sim: str | None, nodes: tuple[str, ...], inventory: str | None,
         _err(f"internal error on {len(bad)} node(s), e.g. {bad[0].node}: {bad[0].error} "
              "(a bug in clusterkit: please report it)")
     return s.exit_code
+
+
+# --------------------------------------------------------------------------- baseline
+def _warn_baseline_unused(report: Any, baseline: Any) -> None:
+    """--baseline given, but nothing of this run could be compared with it: say so (a silent
+    green run would read as "no regression")."""
+    from clusterkit.validate.fleet import figure_groups
+
+    groups = figure_groups(report.nodes)
+    compared = [k for k, g in groups.items() if (f := baseline.figure(*k)) is not None and f.unit == g.unit]
+    if compared:
+        return
+    have = "; ".join(f"{p}: {', '.join(sorted(figs))}" for p, figs in sorted(baseline.profiles.items())) or "nothing"
+    run = "; ".join(sorted({f"{p}: {k}" for p, k in groups})) or "no figures (ib.write_bw needs --ib-bw)"
+    _warn(f"--baseline {baseline.name}: nothing compared: the baseline has {have}; this run measured {run}")
+
+
+_BASELINE_DIR_HELP = ("Baseline directory. Default: $CLUSTERKIT_BASELINE_DIR, else /var/lib/clusterkit/baselines "
+                      "as root, else $XDG_DATA_HOME/clusterkit/baselines (~/.local/share/clusterkit/baselines).")
+
+
+@cli.group("baseline")
+def baseline_group() -> None:
+    """Per-cluster baselines: the fleet's figures from a good run, for `validate --baseline`."""
+
+
+@baseline_group.command("save")
+@click.argument("report_file", metavar="REPORT.json")
+@click.option("--name", required=True, metavar="NAME", help="The baseline's name (the cluster's): letters, digits, "
+                                                              "'.', '_', '-'.")
+@click.option("--dir", "directory", metavar="DIR", help=_BASELINE_DIR_HELP)
+@click.option("--force", is_flag=True, help="Replace a baseline of that name.")
+def baseline_save_cmd(report_file: str, name: str, directory: Optional[str], force: bool) -> int:
+    """Keep the figures of a saved JSON report (validate --output) as baseline NAME: the fleet
+    median of every figure (ib.write_bw, …) per profile."""
+    from clusterkit import baseline as baselines
+    from clusterkit.errors import UsageError
+
+    baselines.check_name(name)
+    report = baselines.read_report(report_file)
+    b = baselines.from_report(report, name)
+    if not b.profiles:
+        raise UsageError(f"{report_file}: no figures to keep: the report has no numeric result of a figure "
+                         "check (ib.write_bw needs validate --ib-bw; `clusterkit checks` lists fleet.outlier)")
+    path = baselines.save(b, directory, force=force)
+    if report.summary.failed or report.summary.warned:
+        _warn(f"{report_file}: {report.summary.failed} failed and {report.summary.warned} warned node(s); their "
+              "figures are part of the medians")
+    click.echo(f"saved baseline {name}: {b.count()} figure(s) of {len(b.profiles)} profile(s) from {b.nodes} "
+               f"node(s) to {path}")
+    return EXIT_OK
+
+
+@baseline_group.command("list")
+@click.option("--dir", "directory", metavar="DIR", help=_BASELINE_DIR_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
+def baseline_list_cmd(directory: Optional[str], as_json: bool) -> int:
+    """List the saved baselines."""
+    import json
+
+    from clusterkit import baseline as baselines
+    from clusterkit.errors import UsageError
+
+    where = directory or baselines.default_dir()
+    rows: list[dict[str, Any]] = []
+    for name, path in baselines.entries(where):
+        try:
+            b = baselines.read(path)
+        except UsageError as e:
+            rows.append({"name": name, "path": path, "error": str(e)})
+            continue
+        rows.append({"name": name, "path": path, "created": b.created, "source": b.source, "nodes": b.nodes,
+                     "figures": b.count(), "profiles": sorted(b.profiles)})
+    if as_json:
+        click.echo(json.dumps({"dir": where, "baselines": rows}, indent=2))
+        return EXIT_OK
+    if not rows:
+        click.echo(f"no baselines in {where}")
+        return EXIT_OK
+    width = max(len(r["name"]) for r in rows)
+    for r in rows:
+        if "error" in r:
+            click.echo(f"{r['name']:{width}}  unreadable: {r['error']}")
+        else:
+            click.echo(f"{r['name']:{width}}  {r['created']}  {r['nodes']} nodes  {r['figures']} figures  "
+                       f"{', '.join(r['profiles'])}  ({r['source']})")
+    return EXIT_OK
+
+
+@baseline_group.command("show")
+@click.argument("spec", metavar="NAME|FILE")
+@click.option("--dir", "directory", metavar="DIR", help=_BASELINE_DIR_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print the baseline document.")
+def baseline_show_cmd(spec: str, directory: Optional[str], as_json: bool) -> int:
+    """Show one baseline: its figures per profile."""
+    from clusterkit import baseline as baselines
+
+    b = baselines.load(spec, directory)
+    if as_json:
+        click.echo(b.to_json(), nl=False)
+        return EXIT_OK
+    click.echo(f"baseline {b.name} · {b.created} · {b.nodes} nodes · from {b.source or '?'} "
+               f"(report {b.report_created or '?'}) · clusterkit {b.clusterkit_version or '?'}")
+    for profile, figs in sorted(b.profiles.items()):
+        click.echo(profile)
+        width = max(len(k) for k in figs)
+        for key, f in sorted(figs.items()):
+            unit = f" {f.unit}" if f.unit else ""
+            click.echo(f"  {key:{width}}  {f.median:g}{unit}  ({f.direction} is better; {f.nodes} nodes, "
+                       f"{f.samples} samples)")
+    return EXIT_OK

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from importlib import resources
-from typing import Literal, Optional
+from typing import Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -127,6 +127,84 @@ class IbProfile(_Strict):
         return self
 
 
+class XidProfile(_Strict):
+    """Kernel-log Xid/SXid events (the ``xid`` domain)."""
+
+    #: events count within this many hours: back from now (live log) or from a saved log's
+    #: last timestamp
+    window_h: Num = Field(default=2.0, gt=0, le=24 * 366)
+
+
+class MountRule(_Strict):
+    """One expected mount (the ``storage`` domain): its path, type(s), options and floors."""
+
+    path: str = Field(min_length=1, max_length=4096, pattern=r"^/")
+    #: one type or several (``[nfs, nfs4]``; ``nfs`` also accepts ``nfs4``); absent: any type
+    fstype: Optional[Union[str, list[str]]] = None
+    #: options the mount must show (``rw``, ``hard``, ``vers=4.1``): per-mount or the file system's
+    options: list[str] = Field(default_factory=list, max_length=64)
+    free_gib_min: Optional[Num] = Field(default=None, ge=0)
+    free_pct_min: Optional[Num] = Field(default=None, ge=0, le=100)
+    inodes_free_pct_min: Optional[Num] = Field(default=None, ge=0, le=100)
+    #: run the opt-in metadata test and fio here (--storage-bench)
+    bench: Bool = True
+    #: a writable directory on this mount for them (default: the mount point itself)
+    bench_dir: Optional[str] = Field(default=None, min_length=1, pattern=r"^/")
+
+
+class StorageProfile(_Strict):
+    """Mounts and storage floors (the ``storage`` domain). Figures are per node."""
+
+    mounts: list[MountRule] = Field(default_factory=list, max_length=MAX_PATHS)
+    #: ``stat -f`` of one mount must answer within this (a hung NFS server blocks it)
+    stat_timeout_s: Num = Field(default=5.0, gt=0, le=60)
+    #: metadata test (--storage-bench): files created, stat'ed, opened and unlinked, time box
+    metadata_files: Int = Field(default=200, ge=1, le=100_000)
+    metadata_max_s: Num = Field(default=10.0, gt=0, le=600)
+    metadata_p50_ms_max: Optional[Num] = Field(default=None, gt=0)
+    metadata_p99_ms_max: Optional[Num] = Field(default=None, gt=0)
+    #: fio (--storage-bench): per-job runtime and file size, and floors
+    fio_runtime_s: Num = Field(default=5.0, gt=0, le=600)
+    fio_size_mib: Int = Field(default=1024, ge=1, le=1_048_576)
+    fio_read_mibps_min: Optional[Num] = Field(default=None, gt=0)
+    fio_write_mibps_min: Optional[Num] = Field(default=None, gt=0)
+    fio_randread_iops_min: Optional[Num] = Field(default=None, gt=0)
+    #: model-weights read (--weights-dir): the directory, time box, byte cap, floor in GB/s
+    #: (10^9 bytes per second, not Gb/s), and the model size for the projected load time
+    weights_dir: Optional[str] = Field(default=None, min_length=1, pattern=r"^/")
+    weights_read_s: Num = Field(default=10.0, gt=0, le=600)
+    weights_max_gib: Optional[Num] = Field(default=None, gt=0)
+    weights_gbps_min: Optional[Num] = Field(default=None, gt=0)
+    model_size_gib: Optional[Num] = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _paths_once(self) -> "StorageProfile":
+        seen: set[str] = set()
+        for r in self.mounts:
+            if r.path in seen:
+                raise invalid(f"mounts: {r.path} is listed twice")
+            seen.add(r.path)
+        return self
+
+
+class StressProfile(_Strict):
+    """GPU stress expectations (the opt-in ``stress`` domain, ``node-check --stress``)."""
+
+    #: per-GPU floors: bf16 GEMM TFLOP/s and device-to-device copy GB/s (read + written, 1e9 B)
+    gemm_tflops_min: Optional[Num] = Field(default=None, gt=0)
+    hbm_gbps_min: Optional[Num] = Field(default=None, gt=0)
+    #: what a healthy GPU measures with the stress worker's method (messages; the simulator's
+    #: stand-in worker reports these, scaled by gemm_slow / hbm_slow)
+    gemm_tflops_nominal: Optional[Num] = Field(default=None, gt=0)
+    hbm_gbps_nominal: Optional[Num] = Field(default=None, gt=0)
+    #: a GPU below this share of the median of the node's other GPUs fails, even above the floor
+    sibling_rel_min: Num = Field(default=0.9, gt=0, le=1)
+    #: dcgmi diag -r level: 2 (medium, about two minutes) to 4; level 1 runs no hardware plugin
+    dcgm_level: Int = Field(default=2, ge=2, le=4)
+    #: seconds of timed load per phase (the worker's GEMM + copy, gpu_burn's burn)
+    seconds: Num = Field(default=10.0, gt=0, le=3600)
+
+
 class Profile(_Strict):
     name: str = Field(min_length=1)
     description: str = ""
@@ -135,6 +213,9 @@ class Profile(_Strict):
     nvlink: Optional[NvlinkProfile] = None
     topo: Optional[TopoProfile] = None
     ib: Optional[IbProfile] = None
+    storage: Optional[StorageProfile] = None  # absent: no storage checks
+    xid: Optional[XidProfile] = None  # absent: the xid domain's defaults (a 2 h window)
+    stress: Optional[StressProfile] = None  # absent: the stress domain's defaults, no floors
 
 
 def builtin_names() -> list[str]:
@@ -168,6 +249,27 @@ def parse_profile(text: str, origin: str) -> Profile:
         except (ValueError, ValidationError, RecursionError):
             pass  # fall through for the YAML parser's error messages
     return load_yaml_model(text, Profile, label)
+
+
+def parse_controller_profile(text: str) -> tuple[Profile, list[str]]:
+    """The profile a controller sent on node-check's stdin, and the top-level sections this
+    version does not know (ignored: a newer controller's checks this node does not have).
+    Everything else is as strict as any profile."""
+    import json
+
+    from clusterkit.config import check_size
+
+    check_size(text, "profile <stdin>")
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return parse_profile(text, "<stdin>"), []
+    if not isinstance(data, dict):
+        return parse_profile(text, "<stdin>"), []
+    unknown = sorted(k for k in data if k not in Profile.model_fields)
+    for k in unknown:
+        data.pop(k)
+    return parse_profile(json.dumps(data), "<stdin>"), unknown
 
 
 def load_profile(spec: str) -> Profile:

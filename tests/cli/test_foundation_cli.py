@@ -214,3 +214,34 @@ def test_dropped_dependencies_are_not_declared():
     deps = text.split("dependencies = [", 1)[1].split("]", 1)[0]
     for gone in ("fabric", "jinja2", "influxdb-client"):
         assert gone not in deps
+
+
+def test_a_newer_controllers_profile_section_is_ignored_not_refused():
+    """A controller one version ahead may send a profile section this node has no checks for."""
+    from clusterkit.profiles import load_profile
+
+    doc = json.loads(load_profile("h100-sxm").model_dump_json(exclude_defaults=True))
+    doc["future_domain"] = {"threshold": 3}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLUSTERKIT_")}
+    env.update(CLUSTERKIT_SIM="builtin", CLUSTERKIT_NODE="gpu-001")
+    proc = subprocess.Popen([sys.executable, "-m", "clusterkit", "node-check", "--json", "--profile", "-",
+                             "--lifeline", "--checks", "system"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        proc.stdin.write(json.dumps(doc).encode() + b"\n")
+        proc.stdin.flush()
+        out = proc.stdout.read()  # the lifeline stays open until node-check has answered
+        proc.wait(timeout=60)
+    finally:
+        proc.stdin.close()
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, proc.stderr.read()
+    report = json.loads(out)
+    assert report["facts"]["profile_sections_ignored"] == ["future_domain"]
+    # a typo inside a known section is still refused: strictness is kept where it matters
+    doc.pop("future_domain")
+    doc["system"]["memory_gib_mn"] = 1
+    p = subprocess.run([sys.executable, "-m", "clusterkit", "node-check", "--json", "--profile", "-"],
+                       input=json.dumps(doc), capture_output=True, text=True, env=env, timeout=60)
+    assert p.returncode == 2 and "memory_gib_mn" in p.stderr
