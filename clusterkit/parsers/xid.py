@@ -156,7 +156,9 @@ class XidOutput(ParsedOutput):
 
 # --------------------------------------------------------------------------- line grammar
 _XID = re.compile(
-    r"\b(S?Xid) \((?:PCI:)?([0-9A-Fa-f]{4}:[0-9A-Fa-f]{2}:[0-9A-Fa-f]{2}(?:\.[0-7])?)\): "
+    # MIG attribution follows the address: "(PCI:0000:1b:00 GPU-I:02 GPU-CI:00)"
+    r"\b(S?Xid) \((?:PCI:)?([0-9A-Fa-f]{4}:[0-9A-Fa-f]{2}:[0-9A-Fa-f]{2}(?:\.[0-7])?)"
+    r"(?: GPU-I:\d{1,3})?(?: GPU-CI:\d{1,3})?\): "
     r"(\d{1,6})\b,?\s*(.*)$"
 )
 _FACILITY = re.compile(

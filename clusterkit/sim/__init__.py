@@ -66,6 +66,18 @@ FaultKind = Literal[
     "peermem_missing",  # nvidia_peermem not loaded and no dma-buf path: no GPUDirect RDMA
     "nic_far",  # device; the device's nearest GPU reads SYS
     "ib_bw_slow",  # device; ib_write_bw over it measures `value` Gb/s
+    # storage, kernel log, stress
+    "mount_missing",  # path; an expected mount that is not mounted
+    "mount_wrong_fs",  # path; mounted with file system type `value` (nfs, lustre, …)
+    "mount_hang",  # path; stat() on it blocks (a hung NFS server)
+    "metadata_slow",  # path; small-file create/stat/unlink take `value` ms
+    "fio_slow",  # fio figures divided by `value`
+    "weights_slow",  # model-weights directory reads at `value` GB/s
+    "xid",  # gpu; the kernel log holds Xid `value` for that GPU
+    "sxid",  # the kernel log holds NVSwitch SXid `value`
+    "gemm_slow",  # gpu; bf16 GEMM TFLOPS divided by `value`
+    "hbm_slow",  # gpu; device-to-device copy bandwidth divided by `value`
+    "dcgm_fail",  # gpu; dcgmi diag fails test `value` on that GPU
 ]
 
 
@@ -75,13 +87,14 @@ GPU_KINDS = frozenset({
     "remap_uncorrectable", "pcie_width", "pcie_gen_max", "temperature", "hw_slowdown",
     "hw_thermal_slowdown", "hw_power_brake", "power_limit", "persistence_off", "gpu_lost",
     "vbios_version", "nvlink_down", "nvlink_speed", "nvlink_errors", "p2p_degraded",
+    "xid", "gemm_slow", "hbm_slow", "dcgm_fail",
 })
 #: Fault kinds that act on one RDMA device: ``device`` names it (``mlx5_3``), and is required.
 DEVICE_KINDS = frozenset({
     "ib_port_down", "ib_port_polling", "ib_rate", "ib_errors", "ib_flap", "ib_fw", "nic_far", "ib_bw_slow",
 })
 #: Fault kinds that take a ``path``.
-PATH_KINDS = frozenset({"disk_free_gib"})
+PATH_KINDS = frozenset({"disk_free_gib", "mount_missing", "mount_wrong_fs", "mount_hang", "metadata_slow"})
 #: What ``value`` is for each kind: (type, lowest, highest, required, what it means). Kinds not
 #: listed take no value. Types: "int" a whole number, "num" any finite number, "str" text.
 VALUE_RULES: dict[str, tuple[str, float | None, float | None, bool, str]] = {
@@ -108,6 +121,15 @@ VALUE_RULES: dict[str, tuple[str, float | None, float | None, bool, str]] = {
     "ib_fw": ("str", 1, 40, True, "a firmware version string (quote it: \"28.36.1010\")"),
     "ib_missing": ("int", 0, 64, True, "the number of compute rails still present"),
     "ib_bw_slow": ("num", 0, 10_000, True, "a bandwidth in Gb/s"),
+    "mount_wrong_fs": ("str", 1, 40, True, "a file system type (nfs, lustre, wekafs, …)"),
+    "metadata_slow": ("num", 0, 600_000, True, "a latency in ms"),
+    "fio_slow": ("num", 1, 1_000_000, True, "a slow-down factor (>= 1)"),
+    "weights_slow": ("num", 0, 10_000, True, "a read rate in GB/s"),
+    "xid": ("int", 1, 1_000, True, "an Xid number"),
+    "sxid": ("int", 1, 100_000, True, "an SXid number"),
+    "gemm_slow": ("num", 1, 1_000_000, True, "a slow-down factor (>= 1)"),
+    "hbm_slow": ("num", 1, 1_000_000, True, "a slow-down factor (>= 1)"),
+    "dcgm_fail": ("str", 1, 60, True, "a dcgmi diag test name (e.g. \"Memory\")"),
 }
 #: The most faults one fleet file may list (a hostlist puts one fault on many nodes).
 MAX_FAULTS = 10_000

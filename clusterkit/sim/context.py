@@ -30,10 +30,11 @@ from collections import namedtuple
 from typing import Any, Optional
 
 from clusterkit.sim import SimNode
+from clusterkit.sim.tools import write_stress_stand_ins
 
 ENV_SIM_ROOT = "CLUSTERKIT_SIM_ROOT"
 TOOLS = ("nvidia-smi", "dmesg")
-_LAYOUT = "3"  # bump when the generated tree changes shape
+_LAYOUT = "5"  # bump when the generated tree changes shape
 
 #: the node's RDMA devices as the ``ib_write_bw`` stand-in reads them (in the node's directory)
 IB_DATA = "sim-ib.json"
@@ -111,7 +112,9 @@ def _generate(node: SimNode, path: str) -> None:
     try:
         _sysfs(node, os.path.join(tmp, "sys"))
         _write(os.path.join(tmp, IB_DATA), json.dumps(ib_view(node), indent=1) + "\n")
-        _tools(os.path.join(tmp, "tools"), os.path.join(path, IB_DATA))
+        _storage(node, tmp, path)
+        _tools(os.path.join(tmp, "tools"), os.path.join(path, IB_DATA), os.path.join(path, STORAGE_DATA))
+        write_stress_stand_ins(node, tmp, path)  # clusterkit-stress-worker, dcgmi, gpu_burn
         os.makedirs(os.path.join(tmp, "state"), mode=0o755)
         _write(os.path.join(tmp, ".complete"), "")
         try:
@@ -259,7 +262,7 @@ def _replace(path: str, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _tools(root: str, ib_data: Optional[str] = None) -> None:
+def _tools(root: str, ib_data: Optional[str] = None, storage_data: Optional[str] = None) -> None:
     """Stand-in executables: each runs ``clusterkit.sim.tools`` with this interpreter.
 
     ``ib_write_bw`` runs 2 x 8 times per node with ``--ib-bw``: it loads ``tools.py`` on its own
@@ -279,6 +282,8 @@ def _tools(root: str, ib_data: Optional[str] = None) -> None:
                                   "mod = importlib.util.module_from_spec(spec)\n"
                                   "spec.loader.exec_module(mod)\n"
                                   f"sys.exit(mod.ib_write_bw(sys.argv[1:], {ib_data!r}))\n")
+    if storage_data is not None:
+        scripts.update(_storage_tools(storage_data))
     for tool, script in scripts.items():
         p = os.path.join(root, tool)
         _write(p, script, 0o755)
@@ -299,6 +304,7 @@ def sim_context(node: SimNode, fleet_key: str, *, deadline: float, kernel_log_fi
         node=node.name,
         deadline=deadline,
         sysfs_root=os.path.join(base, "sys"),
+        procfs_root=os.path.join(base, "proc"),
         state_dir=state,
         kernel_log_file=kernel_log_file,
         tool_path=[os.path.join(base, "tools")],
@@ -308,3 +314,137 @@ def sim_context(node: SimNode, fleet_key: str, *, deadline: float, kernel_log_fi
         kernel_release_fn=lambda: kernel,
         simulated=True,
     )
+
+
+# ------------------------------------------------------------------------------- storage
+#: the node's mounts and storage figures as the stand-ins read them (in the node's directory)
+STORAGE_DATA = "sim-storage.json"
+#: fault kinds on a path: any of them in the fleet makes that path a mount of every node
+STORAGE_PATH_KINDS = ("mount_missing", "mount_wrong_fs", "mount_hang", "metadata_slow")
+#: a healthy simulated shared file system (NFSv4.1 over the storage NIC) as one node sees it
+SIM_FIO = {"read_mibps": 8000.0, "write_mibps": 4000.0, "randread_iops": 100000.0}
+SIM_WEIGHTS_GBPS = 5.0
+SIM_SHARED = {"total_tib": 500.0, "free_tib": 300.0, "files": 4_000_000_000, "ffree": 3_000_000_000}
+_NFS_SUPER = ("rw,vers=4.1,rsize=1048576,wsize=1048576,namlen=255,hard,proto=tcp,timeo=600,retrans=2,"
+              "sec=sys,clientaddr=10.20.0.11,local_lock=none,addr=10.20.0.2")
+
+
+def _fleet_storage_paths(node: SimNode) -> set[str]:
+    """Every path a storage fault names anywhere in the node's fleet (healthy nodes mount it too),
+    or the node's own when the fleet is not at hand."""
+    from clusterkit import sim
+
+    paths = {str(f.path) for f in node.faults if f.kind in STORAGE_PATH_KINDS and f.path}
+    spec = os.environ.get(sim.ENV_SIM)
+    if spec:
+        try:
+            fleet = sim.load_fleet(spec)
+        except Exception:  # noqa: BLE001 - the node's own faults still say enough
+            return paths
+        paths |= {str(f.path) for f in fleet.faults if f.kind in STORAGE_PATH_KINDS and f.path}
+    return paths
+
+
+def storage_view(node: SimNode, base: str) -> dict[str, Any]:
+    """The node's mounts (mountinfo fields), ``stat -f`` figures per mount point, and what the
+    storage faults change: hung paths, metadata latency, fio slow-down, weights read rate."""
+    facts = node.system_facts()
+    gib = 1024**3
+    mounts: list[dict[str, str]] = [
+        {"mp": "/", "fstype": "ext4", "source": "/dev/md0", "opts": "rw,relatime", "super": "rw,errors=remount-ro"},
+        {"mp": "/dev", "fstype": "devtmpfs", "source": "udev", "opts": "rw,nosuid,relatime",
+         "super": "rw,size=1056525112k,nr_inodes=264131278,mode=755"},
+        {"mp": "/proc", "fstype": "proc", "source": "proc", "opts": "rw,nosuid,nodev,noexec,relatime", "super": "rw"},
+        {"mp": "/sys", "fstype": "sysfs", "source": "sysfs", "opts": "rw,nosuid,nodev,noexec,relatime", "super": "rw"},
+        {"mp": "/run", "fstype": "tmpfs", "source": "tmpfs", "opts": "rw,nosuid,nodev,noexec,relatime",
+         "super": "rw,size=211305024k,mode=755"},
+        {"mp": "/dev/shm", "fstype": "tmpfs", "source": "tmpfs", "opts": "rw,nosuid,nodev", "super": "rw"},
+    ]
+    statfs: dict[str, dict[str, Any]] = {}
+
+    def local(total_gib: float, free_gib: float) -> dict[str, Any]:
+        files = int(total_gib * 65536)  # ext4/xfs: one inode per 16 KiB
+        return {"bsize": 4096, "blocks": int(total_gib * gib // 4096), "bfree": int(free_gib * gib // 4096),
+                "bavail": int(free_gib * gib // 4096), "files": files,
+                "ffree": int(files * (free_gib / total_gib)) if total_gib else 0}
+
+    for k, (mp, d) in enumerate(sorted(facts["disks"].items())):
+        if mp != "/":
+            mounts.append({"mp": mp, "fstype": "xfs", "source": f"/dev/md{k + 1}", "opts": "rw,relatime",
+                           "super": "rw,attr2,inode64,noquota"})
+        statfs[mp] = local(float(d["total_gib"]), float(d["free_gib"]))
+    shm = float(facts["memory_gib"]) / 2
+    statfs["/dev/shm"] = local(shm, shm)
+    missing = {f.path for f in node.faults if f.kind == "mount_missing"}
+    wrong = {f.path: str(f.value) for f in node.faults if f.kind == "mount_wrong_fs"}
+    for i, mp in enumerate(sorted(_fleet_storage_paths(node))):
+        if mp in missing:
+            continue
+        fstype = wrong.get(mp, "nfs4")
+        mounts = [m for m in mounts if m["mp"] != mp]
+        nfs = fstype.startswith("nfs")
+        mounts.append({"mp": mp, "fstype": fstype, "source": f"10.20.0.2:/export{mp}" if nfs else f"storage{i}",
+                       "opts": "rw,relatime", "super": _NFS_SUPER if nfs else "rw"})
+        if mp not in statfs:
+            s = SIM_SHARED
+            statfs[mp] = {"bsize": 1048576, "blocks": int(s["total_tib"] * 1024 * 1024),
+                          "bfree": int(s["free_tib"] * 1024 * 1024), "bavail": int(s["free_tib"] * 1024 * 1024),
+                          "files": int(s["files"]), "ffree": int(s["ffree"])}
+    for m in mounts:
+        if m["mp"] in statfs:
+            statfs[m["mp"]]["type"] = m["fstype"]
+    fio_slow = node.fault("fio_slow")
+    weights = node.fault("weights_slow")
+    return {
+        "mounts": mounts,
+        "statfs": statfs,
+        "hung": sorted(str(f.path) for f in node.faults if f.kind == "mount_hang" and f.path),
+        "hang_s": 3600.0,
+        "metadata_ms": {str(f.path): float(f.value) for f in node.faults if f.kind == "metadata_slow" and f.path},
+        "fio": {k: v / (float(fio_slow.value) if fio_slow is not None else 1.0) for k, v in SIM_FIO.items()},
+        "weights_gbps": float(weights.value) if weights is not None else SIM_WEIGHTS_GBPS,
+        "scratch": os.path.join(base, "scratch"),
+    }
+
+
+def _escape_mount(path: str) -> str:
+    return (path.replace("\\", "\\134").replace(" ", "\\040").replace("\t", "\\011")
+            .replace("\n", "\\012"))
+
+
+def mountinfo_text(view: dict[str, Any]) -> str:
+    """``/proc/self/mountinfo`` lines (proc(5)) for the view's mounts."""
+    lines = []
+    for i, m in enumerate(view["mounts"]):
+        mid = 24 + i
+        parent = 1 if m["mp"] == "/" else 24
+        lines.append(f"{mid} {parent} 0:{21 + i} / {_escape_mount(m['mp'])} {m['opts']} shared:{i + 1} - "
+                     f"{m['fstype']} {m['source']} {m['super']}")
+    return "\n".join(lines) + "\n"
+
+
+def _storage(node: SimNode, tmp: str, final: str) -> None:
+    """proc/self/mountinfo, proc/mounts and the stand-ins' data file, in the node's tree."""
+    view = storage_view(node, final)
+    _write(os.path.join(tmp, STORAGE_DATA), json.dumps(view, indent=1) + "\n")
+    _write(os.path.join(tmp, "proc", "self", "mountinfo"), mountinfo_text(view))
+    _write(os.path.join(tmp, "proc", "mounts"),
+           "".join(f"{m['source']} {_escape_mount(m['mp'])} {m['fstype']} {m['super']} 0 0\n"
+                   for m in view["mounts"]))
+    os.makedirs(os.path.join(tmp, "scratch"), mode=0o755, exist_ok=True)
+
+
+def _storage_tools(data: str) -> dict[str, str]:
+    """Stand-ins ``stat``, ``fio`` and the storage helper: ``tools.py`` loaded on its own (only
+    the standard library), reading the node's storage view from ``data``."""
+    tools_py = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tools.py")
+    out = {}
+    for tool, fn in (("stat", "stat_tool"), ("fio", "fio_tool"), ("clusterkit-storage-helper", "storage_helper")):
+        out[tool] = (f"#!{sys.executable}\n"
+                     "import importlib.util, sys\n"
+                     "spec = importlib.util.spec_from_file_location(\n"
+                     f"    'clusterkit_sim_tools', {tools_py!r})\n"
+                     "mod = importlib.util.module_from_spec(spec)\n"
+                     "spec.loader.exec_module(mod)\n"
+                     f"sys.exit(mod.{fn}(sys.argv[1:], {data!r}))\n")
+    return out

@@ -10,6 +10,8 @@ node-check and passes it to every domain's ``probe(ctx)``:
                     (a container that mounts the host's /sys elsewhere), or the simulator's
                     generated tree; ``ctx.sysfs(...)`` joins paths under it, ``ctx.read_sysfs``
                     reads one attribute (None when it cannot be read: unknown, never zero)
+``ctx.procfs_root`` ``/proc``, or ``$CLUSTERKIT_PROCFS_ROOT``, or the simulator's generated tree
+                    (``self/mountinfo``: the storage domain's mount table)
 ``ctx.run_tool()``  an external command (argv list, never a shell string) bounded by its own
                     timeout and by the deadline; its whole process group is killed when cut off.
                     On a simulated node the simulator's stand-in executables come first on PATH
@@ -38,6 +40,7 @@ from clusterkit.procs import ProcessGroup
 
 ENV_SYSFS_ROOT = "CLUSTERKIT_SYSFS_ROOT"
 ENV_STATE_DIR = "CLUSTERKIT_STATE_DIR"
+ENV_PROCFS_ROOT = "CLUSTERKIT_PROCFS_ROOT"
 
 
 @dataclass
@@ -102,6 +105,8 @@ class ProbeContext:
     simulated: bool = False
     #: opt-in checks asked for on this run (``node-check --ib-bw`` adds ``"ib.write_bw"``)
     opt_in: frozenset[str] = frozenset()
+    #: where /proc is read (the mount table: ``self/mountinfo``)
+    procfs_root: str = "/proc"
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -218,6 +223,7 @@ def real_context(*, deadline: float, sysfs_root: Optional[str] = None, state_dir
         node=node or socket.gethostname().split(".")[0],
         deadline=deadline,
         sysfs_root=sysfs_root or os.environ.get(ENV_SYSFS_ROOT) or "/sys",
+        procfs_root=os.environ.get(ENV_PROCFS_ROOT) or "/proc",
         state_dir=state_dir or default_state_dir(),
         kernel_log_file=kernel_log_file,
     )

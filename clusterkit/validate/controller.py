@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from clusterkit.errors import TransportError
 from clusterkit.models import NODE_SCHEMA, FleetReport, Node, NodeReport, NodeStatus, schema_major
 from clusterkit.profiles import Profile
 from clusterkit.transport import CommandResult, Outcome, Transport, fan_out
+
+if TYPE_CHECKING:
+    from clusterkit.baseline import Baseline
 
 NODE_MAJOR = schema_major(NODE_SCHEMA, "clusterkit.node")
 
@@ -120,12 +123,16 @@ def validate_fleet(
     source: str = "",
     on_done: Optional[Callable[[NodeReport], None]] = None,
     extra_args: Optional[list[str]] = None,
+    baseline: Optional["Baseline"] = None,
 ) -> FleetReport:
     """Run node-check on every node and gather the FleetReport (fleet judges included).
 
     On KeyboardInterrupt the nodes that answered are kept, the others are reported as
     ``error: interrupted``, the report's exit code is 130, and the interrupt is re-raised with
     the report attached (``exc.report``) so the caller can still print it.
+
+    ``baseline`` (loaded by the caller, ``clusterkit.baseline.load``) adds the
+    ``fleet.baseline.*`` findings.
     """
     from clusterkit import __version__
     from clusterkit.validate.fleet import judge_fleet
@@ -165,7 +172,7 @@ def validate_fleet(
     node_reports = list(reports.values())
     report = FleetReport(clusterkit_version=__version__, source=source,
                          profile=", ".join(profiles) if profiles else None,
-                         nodes=node_reports, fleet=judge_fleet(node_reports),
+                         nodes=node_reports, fleet=judge_fleet(node_reports, baseline),
                          duration_s=round(time.monotonic() - started, 2)).finalize(
                              interrupted=interrupted is not None)
     if interrupted is not None:

@@ -37,6 +37,9 @@ DOMAINS: dict[str, str] = {
     "nvlink": "clusterkit.validate.nvlink",
     "topo": "clusterkit.validate.topo",
     "ib": "clusterkit.validate.ib",
+    "storage": "clusterkit.validate.storage",
+    "xid": "clusterkit.validate.xid",
+    "stress": "clusterkit.validate.stress",
 }
 
 #: checks emitted by the runner itself for any domain
