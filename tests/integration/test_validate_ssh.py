@@ -109,8 +109,10 @@ def test_every_node_gets_exactly_its_verdicts(full_run):
         assert (node["status"], got) == (status, odd), name
     # a healthy node ran the whole profile: gpu (1 count + 14 checks x 8 GPUs), 4 system checks,
     # nvlink (links, speed, errors, fabric x 8 GPUs), topo (p2p + 8 rail NICs),
-    # ib (rails, gdr + state, rate, counters, firmware x 8 rails)
-    assert len(by_node["gpu-001"]["checks"]) == (1 + 14 * 8) + 4 + 4 * 8 + (1 + 8) + (2 + 4 * 8)
+    # ib (rails, gdr + state, rate, counters, firmware x 8 rails), storage (mount, free, inodes
+    # of /), xid (log, events x 8 GPUs, sxid); stress is opt-in
+    assert len(by_node["gpu-001"]["checks"]) == \
+        (1 + 14 * 8) + 4 + 4 * 8 + (1 + 8) + (2 + 4 * 8) + 3 + (1 + 8 + 1)
     assert report["summary"]["failed"] == 7 and report["summary"]["unreachable"] == 3
     assert report["summary"]["exit_code"] == 1
 
