@@ -25,7 +25,6 @@ import datetime as _dt
 import json
 import os
 import re
-import tempfile
 from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -165,21 +164,10 @@ def save(baseline: Baseline, directory: Optional[str] = None, *, force: bool = F
         raise UsageError(f"cannot create the baseline directory {directory}: {e.strerror or e}") from None
     if not os.path.isdir(directory):
         raise UsageError(f"baseline directory {directory}: not a directory")
+    from clusterkit.fsutil import write_atomic
+
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{baseline.name}.", suffix=".tmp", dir=directory)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-                fh.write(baseline.to_json())
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.chmod(tmp, 0o644)  # mkstemp makes it 0600; a baseline is for reading
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        write_atomic(path, baseline.to_json(), prefix=f".{baseline.name}.", fsync=True)
     except OSError as e:
         raise UsageError(f"cannot write baseline {path}: {e.strerror or e}") from None
     return path

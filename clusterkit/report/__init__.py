@@ -10,7 +10,6 @@ Each sink is imported only when it is used.
 from __future__ import annotations
 
 import os
-import tempfile
 from typing import TYPE_CHECKING, Optional
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -52,20 +51,10 @@ def write_report(report: "FleetReport", fmt: str, path: Optional[str] = None) ->
 
             raise UsageError(f"cannot write report {path}: {e.strerror or e}") from None
         return text
-    directory = os.path.dirname(os.path.abspath(path))
+    from clusterkit.fsutil import write_atomic
+
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".clusterkit-report-", dir=directory)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-                fh.write(text)
-            os.chmod(tmp, 0o644)  # mkstemp makes it 0600; a report is for reading
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        write_atomic(path, text, prefix=".clusterkit-report-")
     except OSError as e:
         from clusterkit.errors import UsageError
 

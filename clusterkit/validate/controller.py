@@ -53,17 +53,10 @@ def _from_transport_error(node: Node, e: TransportError) -> NodeReport:
                       cause=e.cause, output_tail=tail)
 
 
-def _last_json(stdout: str) -> Optional[dict[str, Any]]:
-    # the report is the last JSON line; login banners or shell noise may come before it
-    for line in reversed(stdout.splitlines()):
-        line = line.strip()
-        if line.startswith("{"):
-            try:
-                doc = json.loads(line)
-            except ValueError:
-                return None
-            return doc if isinstance(doc, dict) else None
-    return None
+def _last_json(text: str) -> Optional[dict[str, Any]]:
+    from clusterkit.fsutil import last_json_object
+
+    return last_json_object(text)
 
 
 def to_node_report(node: Node, outcome: Outcome) -> NodeReport:

@@ -246,15 +246,9 @@ def _measure(ctx: "ProbeContext", m: StressMeasurement, p: StressProfile, gpus: 
 
 
 def _last_json(text: str) -> Optional[dict[str, Any]]:
-    for line in reversed(text.splitlines()):
-        line = line.strip()
-        if line.startswith("{"):
-            try:
-                doc = json.loads(line)
-            except ValueError:
-                return None
-            return doc if isinstance(doc, dict) else None
-    return None
+    from clusterkit.fsutil import last_json_object
+
+    return last_json_object(text)
 
 
 def _num(v: Any) -> Optional[float]:

@@ -1,0 +1,44 @@
+"""Small file helpers shared by every writer of a file a person or a tool reads later."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from typing import Any, Optional
+
+
+def write_atomic(path: str, text: str, *, mode: int = 0o644, prefix: str = ".clusterkit-",
+                 fsync: bool = False) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same directory and a rename,
+    so a reader never sees half a file. Raises OSError."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+            fh.write(text)
+            if fsync:
+                fh.flush()
+                os.fsync(fh.fileno())
+        os.chmod(tmp, mode)  # mkstemp makes it 0600
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def last_json_object(text: str) -> Optional[dict[str, Any]]:
+    """The last line of ``text`` that starts with ``{``, as a JSON object; None when that line
+    is not one. Login banners or shell noise before it do not matter."""
+    for line in reversed(text.splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                doc = json.loads(line)
+            except ValueError:
+                return None
+            return doc if isinstance(doc, dict) else None
+    return None
