@@ -34,7 +34,7 @@ from clusterkit.sim.tools import write_stress_stand_ins
 
 ENV_SIM_ROOT = "CLUSTERKIT_SIM_ROOT"
 TOOLS = ("nvidia-smi", "dmesg")
-_LAYOUT = "5"  # bump when the generated tree changes shape
+_LAYOUT = "6"  # bump when the generated tree changes shape
 
 #: the node's RDMA devices as the ``ib_write_bw`` stand-in reads them (in the node's directory)
 IB_DATA = "sim-ib.json"
@@ -366,7 +366,9 @@ def storage_view(node: SimNode, base: str) -> dict[str, Any]:
         files = int(total_gib * 65536)  # ext4/xfs: one inode per 16 KiB
         return {"bsize": 4096, "blocks": int(total_gib * gib // 4096), "bfree": int(free_gib * gib // 4096),
                 "bavail": int(free_gib * gib // 4096), "files": files,
-                "ffree": int(files * (free_gib / total_gib)) if total_gib else 0}
+                # inodes are not bytes: a disk filled by a few big files (disk_free_gib)
+                # still has most of its inodes free
+                "ffree": int(files * 0.9)}
 
     for k, (mp, d) in enumerate(sorted(facts["disks"].items())):
         if mp != "/":
