@@ -126,8 +126,17 @@ def test_interrupt_reports_130_and_leaves_no_node_check_running(tmp_path):
                             stderr=subprocess.PIPE, text=True, env=env, stdin=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 90  # generous: a loaded 2-core machine starts 3 nodes slowly
-        while time.monotonic() < deadline and len(_node_check_pids(str(fleet))) != 1:
-            time.sleep(0.2)  # until only n3's node-check is left
+        stable_since = None
+        while time.monotonic() < deadline:
+            # until only n3's node-check is left, and has been for 2 s (n1 and n2 may not even
+            # have started when n3's is first seen)
+            if len(_node_check_pids(str(fleet))) == 1:
+                stable_since = stable_since or time.monotonic()
+                if time.monotonic() - stable_since >= 2.0:
+                    break
+            else:
+                stable_since = None
+            time.sleep(0.05)
         assert len(_node_check_pids(str(fleet))) == 1
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
