@@ -208,6 +208,31 @@ class ProbeContext:
         return None, "; ".join(why)
 
     # -- state -----------------------------------------------------------------------------
+    def read_state(self, path: str) -> tuple[Any, Optional[str]]:
+        """(the JSON kept at ``path`` by an earlier run or None, why it could not be read or
+        None). A missing file is no problem: the first run has nothing to compare with."""
+        import json
+
+        try:
+            with open(path, encoding="utf-8") as fh:
+                return json.load(fh), None
+        except FileNotFoundError:
+            return None, None
+        except (OSError, ValueError) as e:
+            return None, str(getattr(e, "strerror", None) or e)
+
+    def write_state(self, path: str, doc: Any) -> Optional[str]:
+        """Keep ``doc`` at ``path`` for the next run (atomically); why it failed, or None."""
+        import json
+
+        from clusterkit.fsutil import write_atomic
+
+        try:
+            write_atomic(path, json.dumps(doc, sort_keys=True), prefix=".state-")
+        except OSError as e:
+            return str(e.strerror or e)
+        return None
+
     def state_path(self, name: str) -> str:
         """A file in the node's state directory (the directory is created, mode 0755)."""
         os.makedirs(self.state_dir, mode=0o755, exist_ok=True)

@@ -22,7 +22,6 @@ client on the same device) per rail, all rails at once, each bounded by the dead
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import threading
@@ -277,15 +276,11 @@ def _counter_state(ctx: "ProbeContext", m: IbMeasurement) -> None:
         m.state_error = f"state directory {ctx.state_dir}: {e.strerror or e}"
         return
     old: dict[str, Any] = {}
-    try:
-        with open(path, encoding="utf-8") as fh:
-            doc = json.load(fh)
-        if isinstance(doc, dict) and isinstance(doc.get("ports"), dict):
-            old = doc
-    except FileNotFoundError:
-        pass
-    except (OSError, ValueError) as e:
-        m.state_error = f"{path}: unreadable ({getattr(e, 'strerror', None) or e}); starting over"
+    doc, problem = ctx.read_state(path)
+    if problem:
+        m.state_error = f"{path}: unreadable ({problem}); starting over"
+    elif isinstance(doc, dict) and isinstance(doc.get("ports"), dict):
+        old = doc
     now = time.time()
     then = old.get("time")
     age = now - then if isinstance(then, (int, float)) else None
@@ -302,17 +297,9 @@ def _counter_state(ctx: "ProbeContext", m: IbMeasurement) -> None:
             keep = dict(port.previous or {})  # a counter not read now keeps its last known value
             keep.update({k: v for k, v in port.counters.items() if v is not None})
             new_ports[key] = keep
-    tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump({"version": 1, "time": now, "ports": new_ports}, fh)
-        os.replace(tmp, path)
-    except OSError as e:
-        m.state_error = f"cannot keep counters in {path}: {e.strerror or e}"
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+    problem = ctx.write_state(path, {"version": 1, "time": now, "ports": new_ports})
+    if problem:
+        m.state_error = f"cannot keep counters in {path}: {problem}"
 
 
 def _read_gdr(ctx: "ProbeContext", m: IbMeasurement) -> None:

@@ -23,8 +23,6 @@ wrong with a link is one result per link.
 from __future__ import annotations
 
 import ctypes
-import json
-import os
 import time
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
@@ -369,15 +367,11 @@ def _exchange_state(ctx: "ProbeContext", m: NvlinkMeasurement) -> None:
         return
     m.state_file = path
     old: dict[str, Any] = {}
-    try:
-        with open(path, encoding="utf-8") as fh:
-            doc = json.load(fh)
-        if isinstance(doc, dict) and doc.get("version") == STATE_VERSION and isinstance(doc.get("gpus"), dict):
-            old = doc["gpus"]
-    except FileNotFoundError:
-        pass
-    except (OSError, ValueError) as e:  # unreadable or corrupt: start again from this run
-        m.state_error = f"{path}: {getattr(e, 'strerror', None) or e}; counted from this run on"
+    doc, problem = ctx.read_state(path)
+    if problem:  # unreadable or corrupt: start again from this run
+        m.state_error = f"{path}: {problem}; counted from this run on"
+    elif isinstance(doc, dict) and doc.get("version") == STATE_VERSION and isinstance(doc.get("gpus"), dict):
+        old = doc["gpus"]
     # GPUs of this run only (a swapped GPU's entry goes); one unread this run keeps its entry
     new: dict[str, Any] = {_gpu_key(g): old[_gpu_key(g)] for g in m.gpus if _gpu_key(g) in old}
     for g in m.gpus:
@@ -395,17 +389,9 @@ def _exchange_state(ctx: "ProbeContext", m: NvlinkMeasurement) -> None:
         read = {str(ln.link): dict(ln.counters) for ln in g.links if ln.counters}
         if read:
             new[key] = {"index": g.index, "time": m.measured_at, "links": read}
-    tmp = f"{path}.{os.getpid()}.tmp"
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump({"version": STATE_VERSION, "gpus": new}, fh, sort_keys=True)
-        os.replace(tmp, path)
-    except OSError as e:
-        m.state_error = f"{path}: {e.strerror or e}"
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+    problem = ctx.write_state(path, {"version": STATE_VERSION, "gpus": new})
+    if problem:
+        m.state_error = f"{path}: {problem}"
 
 
 # ------------------------------------------------------------------------------------- judge
