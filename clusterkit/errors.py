@@ -15,7 +15,12 @@
         ├── AuthError               authentication refused
         ├── ConnectionLost          the connection dropped while the command ran (it did start)
         ├── CommandTimeout          the command ran past its deadline (partial output kept)
+        ├── TaskNotStarted          srun: the node's task never started (no allocation, node
+        │                           down, step refused): nothing ran there
         └── InternalError           a bug in clusterkit met while running one node (exit 4)
+
+    clusterkit.slurm.backend.SlurmError   Slurm could not be asked or refused (exit 3)
+    └── SlurmUnavailable                  slurmctld does not answer
 
 Every TransportError carries ``kind`` (a short status word for reports), ``cause`` (a short
 description with no addresses or node names, so that 40 nodes refused for one reason group into
@@ -139,6 +144,15 @@ class ConnectionLost(TransportError):
 class CommandTimeout(TransportError):
     kind = "timeout"
     default_cause = "did not finish within the deadline"
+
+
+class TaskNotStarted(TransportError):
+    """srun never started this node's task (the allocation or step was refused, the node is
+    down or drained): nothing ran there."""
+
+    kind = "unreachable"
+    nothing_ran = True
+    default_cause = "srun task never started"
 
 
 class InternalError(TransportError):

@@ -152,6 +152,34 @@ class FleetFinding(BaseModel):
     message: str = ""
 
 
+class SkippedNode(BaseModel):
+    """A node chosen (by --partition) but not validated: down, or drained by someone else."""
+
+    model_config = _TOLERANT
+
+    node: str
+    state: Optional[str] = None  # as sinfo writes it: down*, idle+drain
+    reason: Optional[str] = None  # Slurm's reason, as set
+    why: str = ""  # why clusterkit left it out
+
+
+class SlurmAction(BaseModel):
+    """One change to Slurm a run made, would make (--dry-run), or refused to make."""
+
+    model_config = _TOLERANT
+
+    node: str
+    #: drain | resume | hold | release | left-alone | already-drained | not-in-slurm
+    action: str
+    #: applied | dry-run | refused | failed | none
+    outcome: str = "none"
+    state_before: Optional[str] = None
+    state_after: Optional[str] = None
+    reason_before: Optional[str] = None
+    reason_after: Optional[str] = None
+    message: str = ""
+
+
 class Summary(BaseModel):
     model_config = _TOLERANT
 
@@ -184,6 +212,10 @@ class FleetReport(BaseModel):
     summary: Summary = Field(default_factory=Summary)
     nodes: list[NodeReport] = Field(default_factory=list)
     fleet: list[FleetFinding] = Field(default_factory=list)
+    #: nodes --partition chose but left out (down, drained by someone else)
+    skipped: list[SkippedNode] = Field(default_factory=list)
+    #: what --drain / --hold-with-reservation changed in Slurm (or would: --dry-run)
+    actions: list[SlurmAction] = Field(default_factory=list)
 
     def finalize(self, *, interrupted: bool = False) -> "FleetReport":
         """Sort nodes naturally and compute the summary and exit code.

@@ -44,9 +44,13 @@ class ProcessGroup:
 
     def run(self, argv: list[str], *, timeout: float, stdin: Optional[bytes] = None,
             env: Optional[Mapping[str, str]] = None, hold_stdin: bool = False,
-            max_stdout: int = MAX_STDOUT, max_stderr: int = MAX_STDERR) -> ProcResult:
+            max_stdout: int = MAX_STDOUT, max_stderr: int = MAX_STDERR, grace: float = 0.0) -> ProcResult:
         """Run ``argv``; raises OSError when it cannot start. Never waits past ``timeout``
-        (plus the moment it takes to kill the group)."""
+        (plus the moment it takes to kill the group, plus ``grace``).
+
+        ``grace``: on a timeout, first close stdin and send SIGTERM, and wait this long for the
+        command to end by itself before SIGKILL (srun turns SIGTERM into ending its job step on
+        every node; SIGKILL would leave the step running)."""
         started = time.monotonic()
         deadline = started + max(0.0, timeout)
         proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -59,7 +63,7 @@ class ProcessGroup:
             _kill_group(proc)
         try:
             out, err, timed_out, truncated = _pump(proc, stdin or b"", hold_stdin, deadline,
-                                                   max_stdout, max_stderr)
+                                                   max_stdout, max_stderr, grace)
         finally:
             with self._lock:
                 self._running.discard(proc)
@@ -77,11 +81,13 @@ class ProcessGroup:
             _kill_group(proc)
 
 
-def _kill_group(proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:
+def _kill_group(proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL, also_kill: bool = True) -> None:
     try:
         os.killpg(proc.pid, sig)  # its own session: pgid == pid
     except (ProcessLookupError, PermissionError):
         pass
+    if not also_kill:
+        return
     try:
         proc.kill()
     except OSError:
@@ -89,7 +95,7 @@ def _kill_group(proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> Non
 
 
 def _pump(proc: subprocess.Popen[bytes], data: bytes, hold_stdin: bool, deadline: float,
-          max_stdout: int, max_stderr: int) -> tuple[bytes, bytes, bool, bool]:
+          max_stdout: int, max_stderr: int, grace: float = 0.0) -> tuple[bytes, bytes, bool, bool]:
     assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
     out, err = bytearray(), bytearray()
     truncated = False
@@ -154,6 +160,18 @@ def _pump(proc: subprocess.Popen[bytes], data: bytes, hold_stdin: bool, deadline
                 timed_out = True
     finally:
         sel.close()
+        if timed_out and grace > 0 and proc.poll() is None:
+            if stdin_open:
+                try:
+                    proc.stdin.close()
+                except OSError:
+                    pass
+                stdin_open = False
+            _kill_group(proc, signal.SIGTERM, also_kill=False)
+            try:
+                proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                pass
         if timed_out or proc.poll() is None:
             _kill_group(proc)
         if stdin_open:

@@ -459,5 +459,7 @@ def current_node() -> SimNode | None:
     spec = os.environ.get(ENV_SIM)
     if not spec:
         return None
-    name = os.environ.get(ENV_NODE) or os.uname().nodename
+    # under srun (and as slurmd's HealthCheckProgram) a task learns its node from Slurm: every
+    # slurmd of a test cluster shares one hostname
+    name = os.environ.get(ENV_NODE) or os.environ.get("SLURMD_NODENAME") or os.uname().nodename
     return load_fleet(spec).node(name)
