@@ -125,3 +125,97 @@ def ssh_fleet_factory(node_venv: Path, tmp_path_factory: pytest.TempPathFactory
     yield make
     for fleet in reversed(fleets):
         fleet.stop()
+
+
+# ----------------------------------------------------------------------------- real Slurm
+# A real Slurm 22.05 cluster (own munged, slurmctld, one slurmd per node) on 127.0.0.1, see
+# tests/infra/slurmcluster.py:
+#
+#     def test_drain(slurm_cluster):
+#         slurm_cluster.reset()          # shared per module: start from all-idle if you need it
+#         slurm_cluster.run(["scontrol", "update", "nodename=gpu-003", "state=drain", ...])
+#
+#     def test_other_shape(slurm_cluster_factory):
+#         cluster = slurm_cluster_factory(4, healthcheck_program=..., healthcheck_interval=5)
+#
+# Ports and ClusterName follow the pytest-xdist worker (gwN -> N); several clusters at once in
+# one worker (or another pytest run on this machine) get different slots (at most 4). Root
+# dirs come from tempfile.mkdtemp(), since munged needs every directory above its socket
+# traversable (pytest's tmp_path is not).
+
+from typing import Any  # noqa: E402
+
+from tests.infra.slurmcluster import (  # noqa: E402
+    SLOTS,
+    PortsInUse,
+    SlurmCluster,
+    SlurmClusterError,
+    ports_free,
+)
+from tests.infra.slurmcluster import skip_reason as _slurm_skip_reason  # noqa: E402
+from tests.infra.slurmcluster import worker_index_from_env  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def slurm_available() -> None:
+    """Skip unless this machine can run a real Slurm cluster (root, slurm-wlm, munge, mknod)."""
+    reason = _slurm_skip_reason()
+    if reason:
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster_factory(slurm_available: None) -> Iterator[Callable[..., SlurmCluster]]:
+    """make(nodes=8, *, timeout=30, **SlurmCluster options) -> started cluster in a fresh temp
+    dir. Every cluster is stopped (and its dir removed) at session end; cluster.stop() earlier
+    frees its slot."""
+    import tempfile
+
+    worker = worker_index_from_env()
+    clusters: list[SlurmCluster] = []
+
+    def make(nodes: int = 8, *, timeout: float = 30.0, **options: Any) -> SlurmCluster:
+        used = {c.slot for c in clusters if c.running}
+        free = [s for s in range(SLOTS) if s not in used]
+        # Skip slots another pytest run on this machine holds; retry on a lost race.
+        free.sort(key=lambda s: not ports_free(worker, s, nodes))
+        last: Exception | None = None
+        for slot in free:
+            root = tempfile.mkdtemp(prefix="ck-slurm-")
+            os.chmod(root, 0o755)
+            cluster = SlurmCluster(root, nodes=nodes, worker_index=worker, slot=slot,
+                                   **options)
+            clusters.append(cluster)
+            try:
+                cluster.start(timeout=timeout)
+            except PortsInUse as e:
+                last = e
+                shutil.rmtree(root, ignore_errors=True)
+                continue
+            return cluster
+        raise SlurmClusterError(f"no free Slurm port slot for worker {worker} "
+                                f"({SLOTS} slots; {len(used)} used here): {last}")
+
+    try:
+        yield make
+    finally:
+        for cluster in reversed(clusters):
+            try:
+                cluster.stop()
+            finally:
+                shutil.rmtree(cluster.root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def slurm_cluster(slurm_cluster_factory: Callable[..., SlurmCluster]) -> Iterator[SlurmCluster]:
+    """An 8-node cluster (gpu-001..gpu-008, partition gpu, 8 fake H100 each) shared by the
+    tests of one module. Tests that change node states call ``slurm_cluster.reset()`` first."""
+    try:
+        cluster = slurm_cluster_factory(8)
+    except SlurmClusterError as e:
+        pytest.fail(f"Slurm test cluster did not start: {e}")
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(cluster.root, ignore_errors=True)
