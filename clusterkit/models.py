@@ -16,6 +16,12 @@ REPORT_SCHEMA = "clusterkit.report/v1"
 NODE_SCHEMA = "clusterkit.node/v1"
 
 
+def _new_run_id() -> str:
+    import uuid  # here, not at the top: node-check imports this module and never needs it
+
+    return uuid.uuid4().hex
+
+
 def schema_major(value: Any, family: str) -> Optional[int]:
     """The major version of a schema string of ``family`` ("clusterkit.node/v1",
     "clusterkit.node/v1.2" -> 1), or None when it is not of that family at all."""
@@ -29,6 +35,8 @@ def schema_major(value: Any, family: str) -> Optional[int]:
 # saved report) may add fields, and an older reader must still read the rest. Users' own input
 # files (profiles, inventories, fleets) are strict instead; they live in other modules.
 _TOLERANT = ConfigDict(extra="ignore")
+#: the controller's models: built on first use, so that node-check does not pay for them
+_CONTROLLER = ConfigDict(extra="ignore", defer_build=True)
 
 Scalar = Union[bool, int, float, str, None]
 
@@ -66,6 +74,13 @@ class CheckResult(BaseModel):
 
     check: str
     subject: Optional[str] = None
+    # The subject as fields (set with it through clusterkit.validate.subjects; None: not part of it):
+    gpu: Optional[int] = None  # the GPU index it is about (gpu5: 5; a pair gpu2-gpu5: 2)
+    peer_gpu: Optional[int] = None  # the other GPU of a pair (gpu2-gpu5: 5)
+    device: Optional[str] = None  # an RDMA device (HCA, NIC): mlx5_2
+    port: Optional[int] = None  # that device's port (mlx5_2/1: 1)
+    link: Optional[int] = None  # an NVLink link index of the GPU (gpu3/link7: 7)
+    path: Optional[str] = None  # a file system path: a mount point, a directory
     status: Status
     value: Scalar = None
     threshold: Scalar = None
@@ -84,7 +99,7 @@ class CheckResult(BaseModel):
 class Node(BaseModel):
     """A node of the fleet and how to reach it."""
 
-    model_config = ConfigDict(extra="forbid", frozen=False)
+    model_config = ConfigDict(extra="forbid", frozen=False, defer_build=True)
 
     name: str
     host: Optional[str] = None  # address or ssh_config alias; defaults to name
@@ -142,7 +157,7 @@ class NodeReport(BaseModel):
 class FleetFinding(BaseModel):
     """A verdict about the fleet as a whole (drift, outliers), naming the nodes concerned."""
 
-    model_config = _TOLERANT
+    model_config = _CONTROLLER
 
     check: str
     status: Status
@@ -155,7 +170,7 @@ class FleetFinding(BaseModel):
 class SkippedNode(BaseModel):
     """A node chosen (by --partition) but not validated: down, or drained by someone else."""
 
-    model_config = _TOLERANT
+    model_config = _CONTROLLER
 
     node: str
     state: Optional[str] = None  # as sinfo writes it: down*, idle+drain
@@ -166,7 +181,7 @@ class SkippedNode(BaseModel):
 class SlurmAction(BaseModel):
     """One change to Slurm a run made, would make (--dry-run), or refused to make."""
 
-    model_config = _TOLERANT
+    model_config = _CONTROLLER
 
     node: str
     #: drain | resume | hold | release | left-alone | already-drained | not-in-slurm
@@ -181,7 +196,7 @@ class SlurmAction(BaseModel):
 
 
 class Summary(BaseModel):
-    model_config = _TOLERANT
+    model_config = _CONTROLLER
 
     nodes: int = 0
     passed: int = 0
@@ -199,7 +214,7 @@ class Summary(BaseModel):
 class FleetReport(BaseModel):
     """The one JSON document of a run; every other sink renders from it."""
 
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, defer_build=True)
 
     schema_: str = Field(default=REPORT_SCHEMA, alias="schema")
     clusterkit_version: str = ""
@@ -207,6 +222,9 @@ class FleetReport(BaseModel):
         default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     )
     source: str = ""  # how the nodes were chosen: "sim:builtin", "nodes:gpu-[001-004]", …
+    run_id: str = Field(default_factory=_new_run_id)  # this run's id (uuid4 hex), fresh per run
+    job_id: Optional[str] = None  # the Slurm job id, when the controller ran inside a job (set by the CLI)
+    partition: Optional[str] = None  # the Slurm partition the nodes were chosen from (--partition)
     profile: Optional[str] = None
     duration_s: Optional[float] = None
     summary: Summary = Field(default_factory=Summary)

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from clusterkit.models import CheckResult, Status
 from clusterkit.profiles import Profile
+from clusterkit.validate.subjects import on_gpu
 
 if TYPE_CHECKING:  # pragma: no cover
     from clusterkit.validate.context import ProbeContext
@@ -288,12 +289,12 @@ def _judge_device(d: GpuDevice, p: Any) -> list[CheckResult]:
     """Every check of one GPU. Total: a value that could not be read gives ``error`` (NVML
     failed, or answered nothing) or ``skip`` (not supported) for its check, never a crash and
     never a ``fail``."""
-    subj = f"gpu{d.index}"
+    about = on_gpu(d.index)
     out: list[CheckResult] = []
 
     def res(check: str, status: Status, message: str, value: Any = None, threshold: Any = None,
             unit: str | None = None) -> None:
-        out.append(CheckResult(check=check, subject=subj, status=status, value=value,
+        out.append(CheckResult(check=check, **about, status=status, value=value,
                                threshold=threshold, unit=unit, message=message))
 
     def need(check: str, field: str, value: Any) -> bool:

@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from clusterkit.models import CheckResult, Status
 from clusterkit.profiles import IB_COUNTERS, IbProfile, Profile
+from clusterkit.validate.subjects import Subject, on_device, on_port
 
 if TYPE_CHECKING:  # pragma: no cover
     from clusterkit.validate.context import ProbeContext
@@ -443,12 +444,12 @@ def judge(m: IbMeasurement, profile: Profile) -> list[CheckResult]:
     out.append(_judge_rails(m, p, profile.name, rails))
     for dev in m.devices:
         if dev.error:
-            out.append(CheckResult(check="ib.rails", subject=dev.name, status=Status.ERROR, message=dev.error))
+            out.append(CheckResult(check="ib.rails", **on_device(dev.name), status=Status.ERROR, message=dev.error))
     for dev, port in rails:
-        subj = f"{dev.name}/{port.port}"
-        out.append(_judge_state(subj, port))
-        out.append(_judge_rate(subj, port, p))
-        out.append(_judge_counters(subj, port, p, m.state_error))
+        at = on_port(dev.name, port.port)
+        out.append(_judge_state(at, port))
+        out.append(_judge_rate(at, port, p))
+        out.append(_judge_counters(at, port, p, m.state_error))
     out.extend(_judge_firmware(rails))
     out.extend(_judge_gdr(m, p))
     out.extend(_judge_write_bw(m, p))
@@ -483,44 +484,44 @@ def _judge_rails(m: IbMeasurement, p: IbProfile, pname: str,
                                f", profile {pname} expects {p.rails}{where}{note}")
 
 
-def _judge_state(subj: str, port: IbPort) -> CheckResult:
+def _judge_state(at: Subject, port: IbPort) -> CheckResult:
     active = port_active(port)
     st, ph = state_name(port.state), state_name(port.phys_state)
     if active is None:
         missing = " and ".join(w for w, v in (("state", st), ("phys_state", ph)) if v is None)
-        return CheckResult(check="ib.port.state", subject=subj, status=Status.ERROR,
+        return CheckResult(check="ib.port.state", **at, status=Status.ERROR,
                            message=f"port {missing} could not be read")
     if active:
-        return CheckResult(check="ib.port.state", subject=subj, status=Status.PASS, value="ACTIVE",
+        return CheckResult(check="ib.port.state", **at, status=Status.PASS, value="ACTIVE",
                            threshold="ACTIVE", message=f"{st}, {ph}")
     hint = _STATE_HINT.get(ph or "")
     if hint is None and (ph or "").lower() == "linkup":
         hint = (f"the physical link is up but the port is {st}: no subnet manager has configured it "
                 "(is a subnet manager running on the fabric?)")
-    return CheckResult(check="ib.port.state", subject=subj, status=Status.FAIL, value=st, threshold="ACTIVE",
+    return CheckResult(check="ib.port.state", **at, status=Status.FAIL, value=st, threshold="ACTIVE",
                        message=f"state {st}, physical state {ph}" + (f": {hint}" if hint else ""))
 
 
-def _judge_rate(subj: str, port: IbPort, p: IbProfile) -> CheckResult:
+def _judge_rate(at: Subject, port: IbPort, p: IbProfile) -> CheckResult:
     if p.rate_gbps is None:
-        return CheckResult(check="ib.port.rate", subject=subj, status=Status.SKIP,
+        return CheckResult(check="ib.port.rate", **at, status=Status.SKIP,
                            message="the profile sets no rate")
     if port_active(port) is False:
-        return CheckResult(check="ib.port.rate", subject=subj, status=Status.SKIP,
+        return CheckResult(check="ib.port.rate", **at, status=Status.SKIP,
                            message="port not active: its rate means nothing (see ib.port.state)")
     if port.rate_gbps is None:
         why = "could not be read" if port.rate is None else f"not understood: {port.rate!r}"
-        return CheckResult(check="ib.port.rate", subject=subj, status=Status.ERROR, message=f"port rate {why}")
+        return CheckResult(check="ib.port.rate", **at, status=Status.ERROR, message=f"port rate {why}")
     r = port.rate_gbps
     if r < p.rate_gbps * 0.999:
-        return CheckResult(check="ib.port.rate", subject=subj, status=Status.FAIL, value=r, threshold=p.rate_gbps,
+        return CheckResult(check="ib.port.rate", **at, status=Status.FAIL, value=r, threshold=p.rate_gbps,
                            unit="Gb/s", message=f"{port.rate}, below {p.rate_gbps:g} Gb/s: the link trained down "
                                                 "(cable, transceiver, or the far end's port)")
-    return CheckResult(check="ib.port.rate", subject=subj, status=Status.PASS, value=r, threshold=p.rate_gbps,
+    return CheckResult(check="ib.port.rate", **at, status=Status.PASS, value=r, threshold=p.rate_gbps,
                        unit="Gb/s", message=port.rate or f"{r:g} Gb/s")
 
 
-def _judge_counters(subj: str, port: IbPort, p: IbProfile, state_error: Optional[str]) -> CheckResult:
+def _judge_counters(at: Subject, port: IbPort, p: IbProfile, state_error: Optional[str]) -> CheckResult:
     judged = [c for c in IB_COUNTERS if c in p.counters_max or c in p.counters_delta_max]
     problems: list[tuple[str, int, int, str]] = []  # counter, value, limit, text
     unknown: list[str] = []
@@ -555,10 +556,10 @@ def _judge_counters(subj: str, port: IbPort, p: IbProfile, state_error: Optional
         msg = "; ".join(t for *_, t in problems)
         if unknown:
             msg += f"; unreadable: {', '.join(unknown)}"
-        return CheckResult(check="ib.counters", subject=subj, status=Status.FAIL, value=v, threshold=lim,
+        return CheckResult(check="ib.counters", **at, status=Status.FAIL, value=v, threshold=lim,
                            unit="errors", message=msg)
     if unknown:
-        return CheckResult(check="ib.counters", subject=subj, status=Status.ERROR,
+        return CheckResult(check="ib.counters", **at, status=Status.ERROR,
                            message=f"counters could not be read: {', '.join(unknown)} (unknown, not zero)")
     shown = ", ".join(f"{c} {port.counters.get(c)}" for c in judged if port.counters.get(c))
     msg = "error counters within limits" + (f" ({shown})" if shown else "")
@@ -568,7 +569,7 @@ def _judge_counters(subj: str, port: IbPort, p: IbProfile, state_error: Optional
             msg += f" ({state_error})"
     elif reset:
         msg += "; counters went down since the previous run (cleared, or the driver reloaded): growth not judged"
-    return CheckResult(check="ib.counters", subject=subj, status=Status.PASS, unit="errors", message=msg)
+    return CheckResult(check="ib.counters", **at, status=Status.PASS, unit="errors", message=msg)
 
 
 def _judge_firmware(rails: list[tuple[IbDevice, IbPort]]) -> list[CheckResult]:
@@ -582,15 +583,16 @@ def _judge_firmware(rails: list[tuple[IbDevice, IbPort]]) -> list[CheckResult]:
         expected = max((v for v, c in versions.items() if c == top), key=_version_key)
     out = []
     for name, d in devs.items():
+        at = on_device(name)
         if not d.fw_ver:
-            out.append(CheckResult(check="ib.firmware", subject=name, status=Status.ERROR,
+            out.append(CheckResult(check="ib.firmware", **at, status=Status.ERROR,
                                    message="fw_ver could not be read"))
         elif len(versions) > 1 and d.fw_ver != expected:
-            out.append(CheckResult(check="ib.firmware", subject=name, status=Status.WARN, value=d.fw_ver,
+            out.append(CheckResult(check="ib.firmware", **at, status=Status.WARN, value=d.fw_ver,
                                    threshold=expected, message=f"firmware {d.fw_ver}, the node's other rails run "
                                                                f"{expected}"))
         else:
-            out.append(CheckResult(check="ib.firmware", subject=name, status=Status.PASS, value=d.fw_ver,
+            out.append(CheckResult(check="ib.firmware", **at, status=Status.PASS, value=d.fw_ver,
                                    threshold=expected, message=f"firmware {d.fw_ver}"))
     return out
 
@@ -657,28 +659,28 @@ def _judge_write_bw(m: IbMeasurement, p: IbProfile) -> list[CheckResult]:
     best = max(measured) if measured else None
     out = []
     for r in m.write_bw:
-        subj = f"{r.device}/{r.port}"
+        at = on_port(r.device, r.port)
         how = " (GPU memory" + (", dma-buf)" if r.dmabuf else ")") if r.use_cuda is not None else " (host memory)"
         if r.skipped:
-            out.append(CheckResult(check="ib.write_bw", subject=subj, status=Status.SKIP, message=r.skipped))
+            out.append(CheckResult(check="ib.write_bw", **at, status=Status.SKIP, message=r.skipped))
             continue
         if r.gbps is None:
-            out.append(CheckResult(check="ib.write_bw", subject=subj, status=Status.ERROR,
+            out.append(CheckResult(check="ib.write_bw", **at, status=Status.ERROR,
                                    message=r.error or "no bandwidth measured"))
             continue
         bw = r.gbps
         floor = p.write_bw_gbps_min
         rel = p.write_bw_rel_min * best if best is not None and len(measured) > 1 else None
         if floor is not None and bw < floor:
-            out.append(CheckResult(check="ib.write_bw", subject=subj, status=Status.FAIL, value=bw, threshold=floor,
+            out.append(CheckResult(check="ib.write_bw", **at, status=Status.FAIL, value=bw, threshold=floor,
                                    unit="Gb/s", message=f"{bw:g} Gb/s loopback{how}, below the {floor:g} Gb/s floor"))
         elif rel is not None and bw < rel:
-            out.append(CheckResult(check="ib.write_bw", subject=subj, status=Status.FAIL, value=bw,
+            out.append(CheckResult(check="ib.write_bw", **at, status=Status.FAIL, value=bw,
                                    threshold=round(rel, 2), unit="Gb/s",
                                    message=f"{bw:g} Gb/s loopback{how}, below {p.write_bw_rel_min:g} x the node's "
                                            f"best rail ({best:g} Gb/s)"))
         else:
-            out.append(CheckResult(check="ib.write_bw", subject=subj, status=Status.PASS, value=bw, threshold=floor,
+            out.append(CheckResult(check="ib.write_bw", **at, status=Status.PASS, value=bw, threshold=floor,
                                    unit="Gb/s", message=f"{bw:g} Gb/s loopback{how}"))
     return out
 

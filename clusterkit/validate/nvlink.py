@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from clusterkit.models import CheckResult, Status
 from clusterkit.profiles import NVLINK_COUNTERS, NvlinkProfile, Profile
+from clusterkit.validate.subjects import on_gpu, on_link
 
 if TYPE_CHECKING:  # pragma: no cover
     from clusterkit.validate.context import ProbeContext
@@ -450,13 +451,15 @@ def _gbps(mbps: int) -> str:
 
 
 def _judge_gpu(g: NvlinkGpu, p: NvlinkProfile) -> list[CheckResult]:
-    subj = f"gpu{g.index}"
+    about = on_gpu(g.index)
     enabled = _enabled(p)
     out: list[CheckResult] = []
 
     def res(check: str, status: Status, message: str, value: Any = None, threshold: Any = None,
-            unit: Optional[str] = None, subject: Optional[str] = None) -> None:
-        out.append(CheckResult(check=check, subject=subject or subj, status=status, value=value,
+            unit: Optional[str] = None, link: Optional[int] = None) -> None:
+        """A result about the GPU, or about one of its links (``link``)."""
+        at = about if link is None else on_link(g.index, link)
+        out.append(CheckResult(check=check, **at, status=status, value=value,
                                threshold=threshold, unit=unit, message=message))
 
     if g.lost:
@@ -516,7 +519,7 @@ def _judge_speed(g: NvlinkGpu, p: NvlinkProfile, res: Callable[..., None]) -> No
     for ln in slow:
         mbps = int(ln.speed_mbps)  # type: ignore[arg-type]
         res("nvlink.speed", Status.FAIL, f"link {ln.link} at {_gbps(mbps)}, below {floor:g} GB/s",
-            round(mbps / 1000.0, 3), floor, "GB/s", subject=f"gpu{g.index}/link{ln.link}")
+            round(mbps / 1000.0, 3), floor, "GB/s", link=ln.link)
     if unread:
         first = unread[0].errors.get("speed", "NVML gave no value")
         res("nvlink.speed", Status.ERROR, f"speed unread on {_ranges([ln.link for ln in unread])}: {first}")
@@ -568,7 +571,7 @@ def _judge_errors(g: NvlinkGpu, p: NvlinkProfile, res: Callable[..., None]) -> N
         if shown is not None:
             flagged += 1
             res("nvlink.errors", Status.FAIL if fail else Status.WARN, f"link {ln.link}: " + "; ".join(fail + warn),
-                shown[0], shown[1], "errors", subject=f"gpu{g.index}/link{ln.link}")
+                shown[0], shown[1], "errors", link=ln.link)
     if unread:
         links = sorted(unread)
         res("nvlink.errors", Status.ERROR, f"counters unread on {_ranges(links)}: {unread[links[0]]}")

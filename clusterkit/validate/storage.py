@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from clusterkit.models import CheckResult, Status
 from clusterkit.profiles import Profile
+from clusterkit.validate.subjects import on_path
 
 if TYPE_CHECKING:  # pragma: no cover
     from clusterkit.profiles import MountRule, StorageProfile
@@ -656,10 +657,10 @@ def _judge_mount(s: MountState, rule: Optional["MountRule"], m: StorageMeasureme
     st, e = s.stat, s.entry
     shown_want = "/".join(want) or "any type"
     if m.mount_table_error is not None and e is None:
-        out.append(CheckResult(check="storage.mount", subject=s.path, status=Status.ERROR,
+        out.append(CheckResult(check="storage.mount", **on_path(s.path), status=Status.ERROR,
                                message=f"mount table unreadable: {m.mount_table_error}"))
     elif e is None:
-        out.append(CheckResult(check="storage.mount", subject=s.path, status=Status.FAIL, value=None,
+        out.append(CheckResult(check="storage.mount", **on_path(s.path), status=Status.FAIL, value=None,
                                threshold=shown_want,
                                message=f"not mounted (expected {shown_want}; {m.mount_table or 'mount table'})"))
         return out  # free space and inodes would be the parent file system's: not reported
@@ -667,20 +668,20 @@ def _judge_mount(s: MountState, rule: Optional["MountRule"], m: StorageMeasureme
         where = f"{e.fstype} from {e.source}" if e.source else e.fstype
         lacking = missing_options(e, list(rule.options) if rule is not None else [])
         if not fstype_matches(e.fstype, want):
-            out.append(CheckResult(check="storage.mount", subject=s.path, status=Status.FAIL, value=e.fstype,
+            out.append(CheckResult(check="storage.mount", **on_path(s.path), status=Status.FAIL, value=e.fstype,
                                    threshold=shown_want, message=f"mounted as {where}, expected {shown_want}"))
         elif lacking:
-            out.append(CheckResult(check="storage.mount", subject=s.path, status=Status.FAIL, value=e.fstype,
+            out.append(CheckResult(check="storage.mount", **on_path(s.path), status=Status.FAIL, value=e.fstype,
                                    threshold=shown_want,
                                    message=f"{where} without option(s) {', '.join(lacking)}"))
         elif st is not None and st.hung:
-            out.append(CheckResult(check="storage.mount", subject=s.path, status=Status.ERROR, value=e.fstype,
+            out.append(CheckResult(check="storage.mount", **on_path(s.path), status=Status.ERROR, value=e.fstype,
                                    message=f"{where}: stat -f {st.error}: a hung server or network path?"))
         elif st is not None and st.error:
-            out.append(CheckResult(check="storage.mount", subject=s.path, status=Status.ERROR, value=e.fstype,
+            out.append(CheckResult(check="storage.mount", **on_path(s.path), status=Status.ERROR, value=e.fstype,
                                    message=f"{where}: stat -f failed: {st.error}"))
         else:
-            out.append(CheckResult(check="storage.mount", subject=s.path, status=Status.PASS, value=e.fstype,
+            out.append(CheckResult(check="storage.mount", **on_path(s.path), status=Status.PASS, value=e.fstype,
                                    threshold=shown_want if want else None, message=where))
     out.extend(_judge_space(s, rule))
     return out
@@ -692,8 +693,8 @@ def _judge_space(s: MountState, rule: Optional["MountRule"]) -> list[CheckResult
         return []
     if st.error or st.total_bytes is None or st.avail_bytes is None:
         why = f"no figures: {st.error or 'stat -f gave none'}"
-        return [CheckResult(check="storage.free", subject=s.path, status=Status.ERROR, message=why),
-                CheckResult(check="storage.inodes", subject=s.path, status=Status.ERROR, message=why)]
+        return [CheckResult(check="storage.free", **on_path(s.path), status=Status.ERROR, message=why),
+                CheckResult(check="storage.inodes", **on_path(s.path), status=Status.ERROR, message=why)]
     out: list[CheckResult] = []
     free, total = _gib(st.avail_bytes) or 0.0, _gib(st.total_bytes) or 0.0
     gmin = rule.free_gib_min if rule is not None else None
@@ -703,20 +704,20 @@ def _judge_space(s: MountState, rule: Optional["MountRule"]) -> list[CheckResult
         status, why = Status.FAIL, f"only {free:g} GiB free of {total:g} GiB, below {gmin:g} GiB"
     elif pmin is not None and total > 0 and 100.0 * free / total < pmin:
         status, why = Status.FAIL, f"only {100.0 * free / total:.1f}% free ({free:g} GiB), below {pmin:g}%"
-    out.append(CheckResult(check="storage.free", subject=s.path, status=status, value=free, threshold=gmin,
+    out.append(CheckResult(check="storage.free", **on_path(s.path), status=status, value=free, threshold=gmin,
                            unit="GiB", message=why))
     imin = rule.inodes_free_pct_min if rule is not None else None
     if st.files is None or st.files_free is None:
-        out.append(CheckResult(check="storage.inodes", subject=s.path, status=Status.ERROR,
+        out.append(CheckResult(check="storage.inodes", **on_path(s.path), status=Status.ERROR,
                                message="no inode figures from stat -f"))
     elif st.files == 0:
-        out.append(CheckResult(check="storage.inodes", subject=s.path, status=Status.SKIP,
+        out.append(CheckResult(check="storage.inodes", **on_path(s.path), status=Status.SKIP,
                                message="the file system reports no inode counts (allocated on demand)"))
     else:
         pct = round(100.0 * st.files_free / st.files, 2)
         ok = imin is None or pct >= imin
         msg = f"{pct:g}% of {st.files:,} inodes free" + ("" if ok else f", below {imin:g}%")
-        out.append(CheckResult(check="storage.inodes", subject=s.path, status=Status.PASS if ok else Status.FAIL,
+        out.append(CheckResult(check="storage.inodes", **on_path(s.path), status=Status.PASS if ok else Status.FAIL,
                                value=pct, threshold=imin, unit="%", message=msg))
     return out
 
@@ -731,21 +732,21 @@ def _worst(d: dict[str, Optional[float]]) -> tuple[Optional[str], Optional[float
 
 def _judge_metadata(run: MetadataRun, p: Optional["StorageProfile"]) -> list[CheckResult]:
     if run.error:
-        return [CheckResult(check="storage.metadata", subject=run.path, status=Status.ERROR,
+        return [CheckResult(check="storage.metadata", **on_path(run.path), status=Status.ERROR,
                             message=f"metadata test: {run.error}")]
     out: list[CheckResult] = []
     for q, table in (("p50", run.p50_ms), ("p99", run.p99_ms)):
         ceiling = getattr(p, f"metadata_{q}_ms_max", None) if p is not None else None
         op, worst = _worst(table)
         if worst is None:
-            out.append(CheckResult(check=f"storage.metadata.{q}", subject=run.path, status=Status.ERROR,
+            out.append(CheckResult(check=f"storage.metadata.{q}", **on_path(run.path), status=Status.ERROR,
                                    message="the metadata test gave no latencies"))
             continue
         each = ", ".join(f"{k} {v:.3g}" for k, v in table.items() if v is not None)
         ok = ceiling is None or worst <= ceiling
         msg = (f"{q} {each} ms over {run.files} files" if ok else
                f"{op} {q} {worst:.3g} ms, above {ceiling:g} ms ({each} ms over {run.files} files)")
-        out.append(CheckResult(check=f"storage.metadata.{q}", subject=run.path,
+        out.append(CheckResult(check=f"storage.metadata.{q}", **on_path(run.path),
                                status=Status.PASS if ok else Status.FAIL, value=round(worst, 4),
                                threshold=ceiling, unit="ms", message=msg))
     return out
@@ -753,7 +754,7 @@ def _judge_metadata(run: MetadataRun, p: Optional["StorageProfile"]) -> list[Che
 
 def _judge_fio(run: FioRun, p: Optional["StorageProfile"]) -> list[CheckResult]:
     if run.error:
-        return [CheckResult(check="storage.fio", subject=run.path, status=Status.ERROR, message=run.error)]
+        return [CheckResult(check="storage.fio", **on_path(run.path), status=Status.ERROR, message=run.error)]
     how = "" if run.direct else " (buffered: the file system refused O_DIRECT, the page cache may have helped)"
     out: list[CheckResult] = []
     for check, value, floor_key, unit, what in (
@@ -762,12 +763,12 @@ def _judge_fio(run: FioRun, p: Optional["StorageProfile"]) -> list[CheckResult]:
             ("storage.fio.randread_iops", run.randread_iops, "fio_randread_iops_min", "IOPS", "random read, 4 KiB")):
         floor = getattr(p, floor_key, None) if p is not None else None
         if value is None:
-            out.append(CheckResult(check=check, subject=run.path, status=Status.ERROR,
+            out.append(CheckResult(check=check, **on_path(run.path), status=Status.ERROR,
                                    message=f"fio reported no {what} figure"))
             continue
         ok = floor is None or value >= floor
         msg = f"{value:g} {unit} {what}{how}" + ("" if ok else f", below {floor:g} {unit}")
-        out.append(CheckResult(check=check, subject=run.path, status=Status.PASS if ok else Status.FAIL,
+        out.append(CheckResult(check=check, **on_path(run.path), status=Status.PASS if ok else Status.FAIL,
                                value=value, threshold=floor, unit=unit, message=msg))
     return out
 
@@ -778,11 +779,11 @@ def _judge_weights(m: StorageMeasurement, p: Optional["StorageProfile"]) -> list
                             message=m.weights_error or "the weights read did not run")]
     w = m.weights
     if w.error:
-        return [CheckResult(check="storage.weights", subject=w.path, status=Status.ERROR,
+        return [CheckResult(check="storage.weights", **on_path(w.path), status=Status.ERROR,
                             message=f"weights read: {w.error}")]
     rate = w.gbps
     if rate is None:
-        return [CheckResult(check="storage.weights", subject=w.path, status=Status.ERROR,
+        return [CheckResult(check="storage.weights", **on_path(w.path), status=Status.ERROR,
                             message="the weights read gave no figure")]
     floor = getattr(p, "weights_gbps_min", None) if p is not None else None
     size = getattr(p, "model_size_gib", None) if p is not None else None
@@ -800,7 +801,7 @@ def _judge_weights(m: StorageMeasurement, p: Optional["StorageProfile"]) -> list
         status = Status.WARN  # a pass the page cache may have faked
     else:
         status = Status.PASS
-    return [CheckResult(check="storage.weights", subject=w.path, status=status, value=round(rate, 3),
+    return [CheckResult(check="storage.weights", **on_path(w.path), status=status, value=round(rate, 3),
                         threshold=floor, unit="GB/s", message=text)]
 
 

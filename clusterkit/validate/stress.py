@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from clusterkit.models import CheckResult, Status
 from clusterkit.profiles import Profile, StressProfile
+from clusterkit.validate.subjects import Subject, on_gpu
 
 if TYPE_CHECKING:  # pragma: no cover
     from clusterkit.validate.context import ProbeContext, ToolResult
@@ -441,37 +442,37 @@ def judge_figures(m: StressMeasurement, check: str, floor: Optional[float], rel:
     values = {g.index: getattr(g, field) for g in m.gpus if getattr(g, field) is not None}
     out: list[CheckResult] = []
     for g in m.gpus:
-        subj = f"gpu{g.index}"
+        at = on_gpu(g.index)
         v = getattr(g, field)
         if g.skipped:
-            out.append(CheckResult(check=check, subject=subj, status=Status.SKIP,
+            out.append(CheckResult(check=check, **at, status=Status.SKIP,
                                    message=f"not measured: {g.skipped}"))
             continue
         if v is None:
             why = getattr(g, err_field) or g.error or "the worker gave no figure"
-            out.append(CheckResult(check=check, subject=subj, status=Status.ERROR, message=f"{what}: {why}"))
+            out.append(CheckResult(check=check, **at, status=Status.ERROR, message=f"{what}: {why}"))
             continue
         how = f" ({g.gemm_dtype} {'x'.join(map(str, g.gemm_shape))})" if check == "stress.gemm" and \
             g.gemm_shape and g.gemm_dtype else ""
         if check == "stress.gemm" and g.gemm_finite is False:
-            out.append(CheckResult(check=check, subject=subj, status=Status.FAIL, value=v, unit=unit,
+            out.append(CheckResult(check=check, **at, status=Status.FAIL, value=v, unit=unit,
                                    message=f"{what}{how}: the product held NaN or Inf from random inputs: "
                                            "the GPU computes wrong results"))
             continue
         others = [x for i, x in values.items() if i != g.index]
         ref = float(statistics.median(others)) if others else None
         if floor is not None and v < floor:
-            out.append(CheckResult(check=check, subject=subj, status=Status.FAIL, value=v, threshold=floor,
+            out.append(CheckResult(check=check, **at, status=Status.FAIL, value=v, threshold=floor,
                                    unit=unit, message=f"{_fmt(v)} {unit} {what}{how}, below the {_fmt(floor)} {unit} "
                                                       f"floor of profile {pname}"))
         elif ref is not None and v < rel * ref:
-            out.append(CheckResult(check=check, subject=subj, status=Status.FAIL, value=v,
+            out.append(CheckResult(check=check, **at, status=Status.FAIL, value=v,
                                    threshold=round(rel * ref, 1), unit=unit,
                                    message=f"{_fmt(v)} {unit} {what}{how}, {v / ref:.0%} of the node's other GPUs "
                                            f"(median {_fmt(ref)} {unit}; flagged below {rel:g} x)"))
         else:
             note = "" if floor is not None else f" (profile {pname} sets no floor)"
-            out.append(CheckResult(check=check, subject=subj, status=Status.PASS, value=v, threshold=floor,
+            out.append(CheckResult(check=check, **at, status=Status.PASS, value=v, threshold=floor,
                                    unit=unit, message=f"{_fmt(v)} {unit} {what}{how}{note}"))
     return out
 
@@ -485,7 +486,7 @@ def judge_gpu_burn(run: Optional[BurnRun], count: Optional[int] = None) -> list[
     out: list[CheckResult] = []
     bad_seen = False
     for g in run.gpus:
-        subj = f"gpu{g.index}"
+        at = on_gpu(g.index)
         problems = []
         if g.status == "FAULTY":
             problems.append("FAULTY: its results differ from the other GPUs' (wrong arithmetic)")
@@ -495,19 +496,19 @@ def judge_gpu_burn(run: Optional[BurnRun], count: Optional[int] = None) -> list[
             problems.append("its burn process died")
         if problems:
             bad_seen = True
-            out.append(CheckResult(check=check, subject=subj, status=Status.FAIL, value=g.errors,
+            out.append(CheckResult(check=check, **at, status=Status.FAIL, value=g.errors,
                                    message=f"gpu_burn on GPU {g.index}: {'; '.join(problems)}"))
         elif g.status == "OK" and not run.error:
             rate = f", {g.gflops:,.0f} Gflop/s" if g.gflops is not None else ""
-            out.append(CheckResult(check=check, subject=subj, status=Status.PASS, value=g.gflops, unit="Gflop/s",
+            out.append(CheckResult(check=check, **at, status=Status.PASS, value=g.gflops, unit="Gflop/s",
                                    message=f"gpu_burn {run.seconds} s: OK, 0 errors{rate}"))
     if run.error:
         # incomplete: the GPUs without evidence against them are unknown
-        judged = {r.subject for r in out}
-        missing = [g for g in run.gpus if f"gpu{g.index}" not in judged]
+        judged = {r.gpu for r in out}
+        missing = [g for g in run.gpus if g.index not in judged]
         if missing:
             for g in missing:
-                out.append(CheckResult(check=check, subject=f"gpu{g.index}", status=Status.ERROR, message=run.error))
+                out.append(CheckResult(check=check, **on_gpu(g.index), status=Status.ERROR, message=run.error))
         elif not bad_seen or not run.gpus:
             out.append(CheckResult(check=check, status=Status.ERROR, message=run.error))
         return out
@@ -516,7 +517,7 @@ def judge_gpu_burn(run: Optional[BurnRun], count: Optional[int] = None) -> list[
     seen = {g.index for g in run.gpus}
     for i in range(count or 0):
         if i not in seen:
-            out.append(CheckResult(check=check, subject=f"gpu{i}", status=Status.ERROR,
+            out.append(CheckResult(check=check, **on_gpu(i), status=Status.ERROR,
                                    message=f"gpu_burn did not test GPU {i} (it saw {len(seen)})"))
     return out
 
@@ -551,7 +552,7 @@ def judge_dcgm(run: Optional[DcgmRun]) -> list[CheckResult]:
         names = ", ".join(dict.fromkeys(t.name for t in tests))
         details = "; ".join(dict.fromkeys(t.detail for t in tests if t.detail))
         where = f" on GPU {gpu}" if gpu is not None else ""
-        out.append(CheckResult(check=check, subject=f"gpu{gpu}" if gpu is not None else None, status=Status.FAIL,
+        out.append(CheckResult(check=check, **(on_gpu(gpu) if gpu is not None else Subject()), status=Status.FAIL,
                                value=names, message=f"{head}: {names} failed{where}" +
                                                     (f": {details}" if details else "")))
     hardware = [t for t in run.tests if is_hardware(t)]
@@ -577,20 +578,20 @@ def judge_dcgm(run: Optional[DcgmRun]) -> list[CheckResult]:
         done = [t for t in tests if t.result in _RAN]
         odd = [t for t in tests if t.result not in _RAN + ("Skip", "Not Run")]
         warns = [t for t in done if t.result == "Warn"]
-        subj = f"gpu{gpu}"
+        at = on_gpu(gpu)
         if odd:
-            out.append(CheckResult(check=check, subject=subj, status=Status.ERROR,
+            out.append(CheckResult(check=check, **at, status=Status.ERROR,
                                    message=f"{head}: " + ", ".join(f"{t.name} reported {t.result!r}" for t in odd)))
         elif not done:
-            out.append(CheckResult(check=check, subject=subj, status=Status.ERROR,
+            out.append(CheckResult(check=check, **at, status=Status.ERROR,
                                    message=f"{head}: nothing was tested on GPU {gpu}: every hardware plugin skipped "
                                            f"({', '.join(t.name for t in tests)})"))
         elif warns:
-            out.append(CheckResult(check=check, subject=subj, status=Status.WARN, value=len(done),
+            out.append(CheckResult(check=check, **at, status=Status.WARN, value=len(done),
                                    message=f"{head}: " + "; ".join(f"{t.name} warned" + (f": {t.detail}" if t.detail
                                                                                         else "") for t in warns)))
         else:
-            out.append(CheckResult(check=check, subject=subj, status=Status.PASS, value=len(done),
+            out.append(CheckResult(check=check, **at, status=Status.PASS, value=len(done),
                                    message=f"{head}: {', '.join(t.name for t in done)} passed"))
     if not by_gpu and None not in fails:
         odd = [t for t in node_wide if t.result not in _RAN + ("Skip", "Not Run")]

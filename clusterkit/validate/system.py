@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from clusterkit.models import CheckResult, Status
 from clusterkit.profiles import Profile
+from clusterkit.validate.subjects import on_path
 
 if TYPE_CHECKING:  # pragma: no cover
     from clusterkit.validate.context import ProbeContext
@@ -108,7 +109,7 @@ def judge(m: SystemMeasurement, profile: Profile) -> list[CheckResult]:
     for u in m.paths:
         r = rules.get(u.path)
         if u.error or u.free_gib is None:
-            out.append(CheckResult(check="system.disk.free", subject=u.path, status=Status.ERROR,
+            out.append(CheckResult(check="system.disk.free", **on_path(u.path), status=Status.ERROR,
                                    message=f"cannot stat {u.path}: {u.error}"))
             continue
         status, why = Status.PASS, f"{u.free_gib:g} GiB free of {u.total_gib:g} GiB"
@@ -118,7 +119,7 @@ def judge(m: SystemMeasurement, profile: Profile) -> list[CheckResult]:
             pct = 100.0 * u.free_gib / u.total_gib
             if pct < r.free_pct_min:
                 status, why = Status.FAIL, f"only {pct:.1f}% free, below {r.free_pct_min:g}%"
-        out.append(CheckResult(check="system.disk.free", subject=u.path, status=status, value=u.free_gib,
+        out.append(CheckResult(check="system.disk.free", **on_path(u.path), status=status, value=u.free_gib,
                                threshold=r.free_gib_min if r else None, unit="GiB", message=why))
     return out
 

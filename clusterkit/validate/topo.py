@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from clusterkit.models import CheckResult, Status
 from clusterkit.profiles import Profile
+from clusterkit.validate.subjects import Subject, on_device, on_pair
 
 if TYPE_CHECKING:  # pragma: no cover
     from clusterkit.validate.context import ProbeContext
@@ -168,11 +169,14 @@ def _judge_p2p(m: TopoMeasurement, want: str) -> list[CheckResult]:
         return [CheckResult(check="topo.p2p", status=Status.SKIP, message=f"{why} in nvidia-smi topo -m: no GPU pairs")]
     out: list[CheckResult] = []
     unread: list[str] = []
+    # the pairs' GPUs from the matrix's GPU list, which the probe named the pairs from
+    about = {x["subject"]: x for x in (on_pair(a, b) for i, a in enumerate(m.gpus) for b in m.gpus[i + 1:])}
     for pair, conn in m.pairs.items():
         if conn is None:
             unread.append(pair)
         elif conn != want:
-            out.append(CheckResult(check="topo.p2p", subject=pair, status=Status.FAIL, value=conn, threshold=want,
+            out.append(CheckResult(check="topo.p2p", **about.get(pair, Subject(subject=pair)), status=Status.FAIL,
+                                   value=conn, threshold=want,
                                    message=f"{pair} connected through {conn}, expected {want}" + _p2p_hint(conn)))
     if unread:
         out.append(CheckResult(check="topo.p2p", status=Status.ERROR, threshold=want,
@@ -202,25 +206,28 @@ def _judge_nics(m: TopoMeasurement, allowed: list[str], rail: str) -> list[Check
     others = 0
     for n in m.nics:
         subj = n.device or n.nic
+        # the NIC (its RDMA device; the matrix's own name NIC3 when the legend gives none), not
+        # its nearest GPU: that GPU is in the message
+        at = on_device(n.device) if n.device else Subject(subject=n.nic)
         if n.link_layer is not None and n.link_layer != rail:
             others += 1  # a storage or frontend NIC: not a compute rail
             continue
         if n.connection is None or n.nearest_gpu is None:
-            out.append(CheckResult(check="topo.nic_affinity", subject=subj, status=Status.ERROR, threshold=shown,
+            out.append(CheckResult(check="topo.nic_affinity", **at, status=Status.ERROR, threshold=shown,
                                    message=f"{n.nic} has no PCIe connection to any GPU in the matrix"))
             continue
         where = _where(n)
         if n.connection in allowed:
-            out.append(CheckResult(check="topo.nic_affinity", subject=subj, status=Status.PASS, value=n.connection,
+            out.append(CheckResult(check="topo.nic_affinity", **at, status=Status.PASS, value=n.connection,
                                    threshold=shown, message=f"{n.connection} to gpu{n.nearest_gpu}{where}"))
         elif n.link_layer is None:
-            out.append(CheckResult(check="topo.nic_affinity", subject=subj, status=Status.ERROR,
+            out.append(CheckResult(check="topo.nic_affinity", **at, status=Status.ERROR,
                                    value=n.connection, threshold=shown,
                                    message=f"nearest GPU gpu{n.nearest_gpu} through {n.connection}, but the link "
                                            f"layer of {subj} could not be read: cannot tell whether it is a "
                                            "compute rail"))
         else:
-            out.append(CheckResult(check="topo.nic_affinity", subject=subj, status=Status.FAIL, value=n.connection,
+            out.append(CheckResult(check="topo.nic_affinity", **at, status=Status.FAIL, value=n.connection,
                                    threshold=shown,
                                    message=f"nearest GPU gpu{n.nearest_gpu} through {n.connection}, expected "
                                            f"{shown}{where}: GPUDirect RDMA crosses the host bridge"

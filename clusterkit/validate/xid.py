@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from clusterkit.models import CheckResult, Status
 from clusterkit.profiles import Profile
+from clusterkit.validate.subjects import on_gpu
 
 if TYPE_CHECKING:  # pragma: no cover
     from clusterkit.parsers.xid import XidEvent
@@ -395,10 +396,10 @@ def judge(m: XidMeasurement, profile: Profile) -> list[CheckResult]:
     for g in worst_first:
         if not g.sxid:
             by_subject.setdefault(g.subject, []).append(g)
-    gpu_subjects = [f"gpu{i}" for i in sorted(set(m.gpu_by_pci.values()))]
-    for subj in gpu_subjects:
-        if subj not in by_subject:
-            out.append(CheckResult(check="xid.events", subject=subj, status=Status.PASS, value="none",
+    gpu_subjects = [on_gpu(i) for i in sorted(set(m.gpu_by_pci.values()))]
+    for at in gpu_subjects:
+        if at["subject"] not in by_subject:
+            out.append(CheckResult(check="xid.events", **at, status=Status.PASS, value="none",
                                    message=f"no Xid in the last {win}"))
     if not gpu_subjects and not by_subject:
         note = f" (NVML: {m.nvml_error})" if m.nvml_error else ""
@@ -408,7 +409,8 @@ def judge(m: XidMeasurement, profile: Profile) -> list[CheckResult]:
         gs = by_subject[subj]
         status = Status.FAIL if any(_status(g) is Status.FAIL for g in gs) else Status.WARN
         where = "" if gs[0].gpu is not None else " (PCI address: NVML does not map it to a GPU)"
-        out.append(CheckResult(check="xid.events", subject=subj, status=status, value=gs[0].action,
+        # the subject is the GPU when NVML maps the address to one (then every group of it does)
+        out.append(CheckResult(check="xid.events", subject=subj, gpu=gs[0].gpu, status=status, value=gs[0].action,
                                message="; ".join(_describe(g) for g in gs) + where))
     sx: dict[str, list[XidGroup]] = {}
     for g in worst_first:
