@@ -253,7 +253,115 @@ def _watch_lifeline(on_close: Any) -> None:
     threading.Thread(target=watch, name="ck-lifeline", daemon=True).start()
 
 
-@cli.command("node-check")
+#: node-check --healthcheck's deadline when --deadline is not given (seconds; Slurm kills the
+#: HealthCheckProgram at 60, and a hung mount must not hold it that long)
+HEALTHCHECK_DEADLINE = 10.0
+
+# Nagios plugin exit codes and states (Nagios Plugin API)
+NAGIOS_OK, NAGIOS_WARNING, NAGIOS_CRITICAL, NAGIOS_UNKNOWN = 0, 1, 2, 3
+_NAGIOS_STATE = {NAGIOS_OK: "OK", NAGIOS_WARNING: "WARNING", NAGIOS_CRITICAL: "CRITICAL", NAGIOS_UNKNOWN: "UNKNOWN"}
+
+
+def _nagios_text(text: str) -> str:
+    """One line without the perfdata separator."""
+    return " ".join(text.replace("|", "/").split())
+
+
+def _nagios_exit(text: str) -> None:
+    """A usage or internal error under --nagios: one UNKNOWN line on stdout, exit 3."""
+    try:
+        click.echo(f"CLUSTERKIT UNKNOWN - {_nagios_text(text)}")
+    except OSError:
+        pass
+    raise click.exceptions.Exit(NAGIOS_UNKNOWN)
+
+
+def _nagios_line(report: Any, duration_s: float) -> tuple[str, int]:
+    """The plugin's one line and exit code: OK, WARNING (a warn), CRITICAL (a fail, naming the
+    first ones), UNKNOWN (a check could not run); perfdata after the ``|``."""
+    from clusterkit.models import NodeStatus, Status
+
+    by: dict[Status, list[Any]] = {s: [] for s in Status}
+    for c in report.checks:
+        by[c.status].append(c)
+    n = len(report.checks)
+    code = {NodeStatus.PASS: NAGIOS_OK, NodeStatus.WARN: NAGIOS_WARNING,
+            NodeStatus.FAIL: NAGIOS_CRITICAL}.get(report.status, NAGIOS_UNKNOWN)
+
+    def named(items: list[Any], what: str) -> str:
+        first = items[0]
+        head = f"{first.check}{' ' + first.subject if first.subject else ''}"
+        if first.message:
+            head += f" ({first.message[:160]})"
+        rest = [f"{c.check}{' ' + c.subject if c.subject else ''}" for c in items[1:3]]
+        more = f" and {len(items) - 3} more" if len(items) > 3 else ""
+        word = "check" if len(items) == 1 else "checks"
+        return f"{len(items)} {word} {what}: {', '.join([head, *rest])}{more}"
+
+    if code == NAGIOS_CRITICAL:
+        text = named(by[Status.FAIL], "failed")
+    elif code == NAGIOS_UNKNOWN:
+        text = named(by[Status.ERROR], "could not run") if by[Status.ERROR] else (report.error or "no report")
+    elif code == NAGIOS_WARNING:
+        text = named(by[Status.WARN], "warned")
+    else:
+        skipped = len(by[Status.SKIP])
+        text = f"{n - skipped} checks passed" + (f", {skipped} skipped" if skipped else "")
+    perf = (f"checks={n} fail={len(by[Status.FAIL])} warn={len(by[Status.WARN])} "
+            f"error={len(by[Status.ERROR])} duration={duration_s:.2f}s")
+    return f"CLUSTERKIT {_NAGIOS_STATE[code]} - {_nagios_text(f'{report.node}: {text}')} | {perf}", code
+
+
+class _NodeCheckCommand(click.Command):
+    """node-check: with ``--nagios``, every way it can end is a Nagios plugin line on stdout and
+    exit 0-3. A usage error (click's while parsing, or clusterkit's own: a bad profile, bad
+    ``--checks``) is ``CLUSTERKIT UNKNOWN - usage: …``, exit 3 (not 2), as Nagios expects."""
+
+    def make_context(self, info_name: Optional[str], args: list[str], parent: Optional[click.Context] = None,
+                     **extra: Any) -> click.Context:
+        if "--nagios" not in args:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.ClickException as e:
+            _nagios_exit(f"usage: {e.format_message()}")
+            raise  # pragma: no cover - _nagios_exit raises
+
+    def invoke(self, ctx: click.Context) -> Any:
+        if not ctx.params.get("nagios"):
+            return super().invoke(ctx)
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.exceptions.Abort, KeyboardInterrupt):
+            raise
+        except ClusterkitError as e:
+            _nagios_exit(f"usage: {e}" if e.exit_code == EXIT_USAGE else str(e))
+        except click.ClickException as e:
+            _nagios_exit(f"usage: {e.format_message()}")
+        except Exception as e:  # noqa: BLE001 - a plugin ends with a plugin line, whatever happened
+            if os.environ.get("CLUSTERKIT_DEBUG"):
+                raise
+            _nagios_exit(f"internal error: {type(e).__name__}: {e} (a bug: please report it)")
+        return None  # pragma: no cover - _nagios_exit raises
+
+
+def _healthcheck_selection(items: Optional[list[str]]) -> Any:
+    """--healthcheck's domains (registry.HEALTHCHECK_DOMAINS), narrowed by --checks; a selector
+    of another domain (topo, stress, fleet) is refused."""
+    from clusterkit.errors import UsageError
+    from clusterkit.validate.registry import HEALTHCHECK_DOMAINS, Selection, select
+
+    if items is None:
+        return Selection(list(HEALTHCHECK_DOMAINS), None)
+    selection = select(items)
+    outside = [s for s in items if s.split(".", 1)[0] not in HEALTHCHECK_DOMAINS]
+    if outside:
+        raise UsageError(f"--healthcheck runs {', '.join(HEALTHCHECK_DOMAINS)} only: --checks "
+                         f"{', '.join(outside)} is not among them")
+    return selection
+
+
+@cli.command("node-check", cls=_NodeCheckCommand)
 @click.option("--profile", "profile", metavar="NAME|FILE|-",
               help="Hardware profile: built-in name (h100-sxm, h200-sxm), a YAML file, or '-' "
                    "to read it from stdin. Default: $CLUSTERKIT_PROFILE, else the simulated "
@@ -264,7 +372,7 @@ def _watch_lifeline(on_close: Any) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the node report as JSON.")
 @click.option("--deadline", default=60.0, show_default=True, type=click.FloatRange(0.1, 86400),
               help="Seconds for the whole node-check: a probe still running then is reported as "
-                   "error and the report is printed with what finished.")
+                   "error and the report is printed with what finished (--healthcheck: 10 unless given).")
 @click.option("--sysfs-root", metavar="DIR", envvar="CLUSTERKIT_SYSFS_ROOT",
               help="Where the host's /sys is mounted (containers). Default: /sys.")
 @click.option("--state-dir", metavar="DIR", envvar="CLUSTERKIT_STATE_DIR",
@@ -288,25 +396,69 @@ def _watch_lifeline(on_close: Any) -> None:
 @click.option("--stress", "stress", is_flag=True,
               help="Also load the GPUs (stress.gemm, stress.hbm, stress.gpu_burn, stress.dcgm; opt-in: "
                    "time-boxed within --deadline; dcgmi diag -r 2 needs a longer one).")
+@click.option("--healthcheck", is_flag=True,
+              help="Slurm's HealthCheckProgram: only the fast node-local domains (gpu, system, nvlink, ib, "
+                   "xid, storage mounts; no topo, no stress, no opt-ins), --deadline 10 unless given, plus the "
+                   "cached verdicts of earlier deep runs; then drain or resume this node in Slurm.")
+@click.option("--cache-max-age", "cache_max_age", type=click.FloatRange(min=0), default=168.0,
+              show_default=True, metavar="HOURS",
+              help="With --healthcheck: carry cached deep verdicts (--stress, --ib-bw, --storage-bench runs) "
+                   "no older than this.")
+@click.option("--no-slurm-action", "no_slurm_action", is_flag=True,
+              help="With --healthcheck: only report; do not drain or resume the node.")
+@click.option("--dry-run", "dry_run", is_flag=True,
+              help="With --healthcheck: say what would be done in Slurm, change nothing.")
+@click.option("--nagios", is_flag=True,
+              help="Print one Nagios plugin line (OK/WARNING/CRITICAL/UNKNOWN with perfdata) and exit "
+                   "0/1/2/3 as Nagios expects (a usage error is UNKNOWN, 3).")
 def node_check_cmd(profile: str | None, checks: tuple[str, ...], as_json: bool, deadline: float,
                    sysfs_root: Optional[str], state_dir: Optional[str], kernel_log: Optional[str],
                    lifeline: bool, ib_bw: bool = False, xid_window: Optional[float] = None,
-                   storage_bench: bool = False, weights_dir: Optional[str] = None, stress: bool = False) -> int:
+                   storage_bench: bool = False, weights_dir: Optional[str] = None, stress: bool = False,
+                   healthcheck: bool = False, cache_max_age: float = 168.0, no_slurm_action: bool = False,
+                   dry_run: bool = False, nagios: bool = False) -> int:
     """Check this node's hardware against a profile (runs on the node itself).
 
     Exit 0 healthy, 1 a check failed, 3 a check could not run, 2 bad input.
+    With --nagios: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
     """
     import time
 
     started = time.monotonic()
-    from clusterkit.models import NODE_SCHEMA, NodeStatus
-    from clusterkit.validate.registry import select
+    # pydantic's plugin loader reads every installed distribution's entry points on the first
+    # model it builds; clusterkit uses no pydantic plugin (set it to choose otherwise)
+    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "1")
+    from click.core import ParameterSource
+
+    from clusterkit.errors import UsageError
+
+    given = click.get_current_context().get_parameter_source
+    deep = [opt for opt, on in (("--stress", stress), ("--ib-bw", ib_bw), ("--storage-bench", storage_bench),
+                                ("--weights-dir", weights_dir is not None)) if on]
+    if healthcheck and deep:
+        raise UsageError(f"--healthcheck runs no deep check: drop {', '.join(deep)} (a deep run of its own "
+                         "keeps its verdict for the health check)")
+    if not healthcheck:
+        alone = [opt for opt, name in (("--cache-max-age", "cache_max_age"), ("--no-slurm-action", "no_slurm_action"),
+                                       ("--dry-run", "dry_run")) if given(name) is not ParameterSource.DEFAULT]
+        if alone:
+            raise UsageError(f"{', '.join(alone)} only {'goes' if len(alone) == 1 else 'go'} with --healthcheck")
+    if dry_run and no_slurm_action:
+        raise UsageError("--dry-run and --no-slurm-action exclude each other")
+    if nagios and as_json:
+        raise UsageError("--nagios and --json exclude each other")
+    if healthcheck and given("deadline") is ParameterSource.DEFAULT:
+        deadline = HEALTHCHECK_DEADLINE
+    from clusterkit.models import NODE_SCHEMA, NodeReport, NodeStatus
     from clusterkit.validate.runner import make_context, run_node_check
 
-    selection = select(_split_checks(checks))
-    if sysfs_root is not None and not os.path.isdir(sysfs_root):
-        from clusterkit.errors import UsageError
+    if healthcheck:
+        selection = _healthcheck_selection(_split_checks(checks))
+    else:
+        from clusterkit.validate.registry import select
 
+        selection = select(_split_checks(checks))
+    if sysfs_root is not None and not os.path.isdir(sysfs_root):
         raise UsageError(f"--sysfs-root {sysfs_root}: not a directory")
     prof = _load_profile_arg(profile, one_line=lifeline)
     if xid_window is not None:
@@ -321,21 +473,44 @@ def node_check_cmd(profile: str | None, checks: tuple[str, ...], as_json: bool, 
             os._exit(EXIT_INTERRUPTED)
 
         _watch_lifeline(gone)
-    if ib_bw or "ib.write_bw" in (selection.filters or []):  # naming the check asks for it too
-        ctx.opt_in = ctx.opt_in | {"ib.write_bw"}
-    from clusterkit.validate import storage as storage_domain
+    filters = selection.filters or []
+    if not healthcheck:  # (--healthcheck asks for no opt-in check, even one --checks names: its verdict is cached)
+        if ib_bw or "ib.write_bw" in filters:  # naming the check asks for it too
+            ctx.opt_in = ctx.opt_in | {"ib.write_bw"}
+        if storage_bench or weights_dir is not None or any(f.startswith("storage.") for f in filters):
+            from clusterkit.validate import storage as storage_domain
 
-    if weights_dir is not None:  # never stat'ed here: it may sit on a hung mount
-        prof = storage_domain.with_weights_dir(prof, os.path.abspath(weights_dir))
-    ctx.opt_in = ctx.opt_in | storage_domain.opt_in(storage_bench, weights_dir, selection.filters)
-    if stress or any(f.split(".", 1)[0] == "stress" for f in selection.filters or []):  # naming one asks too
-        from clusterkit.validate import stress as stress_domain
+            if weights_dir is not None:  # never stat'ed here: it may sit on a hung mount
+                prof = storage_domain.with_weights_dir(prof, os.path.abspath(weights_dir))
+            ctx.opt_in = ctx.opt_in | storage_domain.opt_in(storage_bench, weights_dir, selection.filters)
+        if stress or any(f.split(".", 1)[0] == "stress" for f in filters):  # naming one asks too
+            from clusterkit.validate import stress as stress_domain
 
-        ctx.opt_in = ctx.opt_in | stress_domain.opt_in(stress, selection.filters)
+            ctx.opt_in = ctx.opt_in | stress_domain.opt_in(stress, selection.filters)
     report = run_node_check(prof, selection, ctx)
     if _IGNORED_SECTIONS:
         report.facts["profile_sections_ignored"] = list(_IGNORED_SECTIONS)
-    if as_json:
+    from clusterkit.validate import verdicts
+
+    action = None
+    if healthcheck:
+        cached = [r for r in verdicts.load(ctx, cache_max_age * 3600.0, facts=report.facts)
+                  if selection.keeps(r.check)]
+        if cached:
+            report.checks.extend(cached)
+            report.status = NodeReport.status_of(report.checks, report.error)
+    elif ctx.opt_in:
+        verdicts.save_deep(ctx, report)
+    checked_s = time.monotonic() - started  # Slurm's own time below is not the checks'
+    if healthcheck and not no_slurm_action:
+        from clusterkit.slurm import healthcheck as slurm_healthcheck
+
+        action = slurm_healthcheck.act(report, dry_run=dry_run)
+        report.facts["slurm_action"] = {"action": action.action, "message": action.message, "dry_run": dry_run}
+    if nagios:
+        line, rc = _nagios_line(report, checked_s)
+        click.echo(line)
+    elif as_json:
         import json
 
         doc = report.model_dump(mode="json")
@@ -349,13 +524,31 @@ def node_check_cmd(profile: str | None, checks: tuple[str, ...], as_json: bool, 
         n = len(report.checks)
         click.echo(f"{report.node}: {report.status.value} ({n} checks, profile {prof.name}, "
                    f"{report.duration_s:.2f}s)")
-    rc = {NodeStatus.PASS: EXIT_OK, NodeStatus.WARN: EXIT_OK, NodeStatus.FAIL: EXIT_FAIL}.get(
-        report.status, EXIT_INCOMPLETE)
+    if not nagios:
+        rc = {NodeStatus.PASS: EXIT_OK, NodeStatus.WARN: EXIT_OK, NodeStatus.FAIL: EXIT_FAIL}.get(
+            report.status, EXIT_INCOMPLETE)
+    if action is not None and action.action != "none":
+        click.echo(f"clusterkit: healthcheck: {' '.join(str(action.message).split())}", err=True)
     if report.error_kind == "deadline":
         # a probe is stuck in a call that cannot be interrupted: do not wait for its thread
         sys.stdout.flush()
+        sys.stderr.flush()
         os._exit(rc)
+    if healthcheck and sys.argv[1:2] == ["node-check"]:
+        # this process is `clusterkit node-check --healthcheck` (not a caller of main()): its
+        # report is out, and the interpreter's teardown of every module it loaded (pydantic's
+        # schemas; ~40 ms, a tenth of the run) would serve no one. Nothing is left to write.
+        _exit_now(rc)
     return rc
+
+
+def _exit_now(rc: int) -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: what could be said was said
+            pass
+    os._exit(rc)
 
 
 # --------------------------------------------------------------------------- validate
@@ -445,13 +638,43 @@ def _echo_stdout(text: str) -> bool:
 @click.option("--baseline", "baseline_spec", metavar="NAME|FILE",
               help="Compare the fleet's figures with a saved baseline (`clusterkit baseline save`): a "
                    "name in the baseline directory, or a file (a path with '/' or ending in .json).")
+@click.option("--partition", metavar="NAME",
+              help="Validate the nodes of this Slurm partition (with --nodes: only those of them). Nodes "
+                   "that are down or drained by someone else are skipped and reported.")
+@click.option("--include-drained", is_flag=True,
+              help="With --partition: also validate nodes that are down or drained by someone else.")
+@click.option("--via", "via", type=click.Choice(["ssh", "slurm"]), default="ssh", show_default=True,
+              help="How node-check reaches the nodes: over SSH (--transport), or as one srun step over "
+                   "the nodes (in the current allocation when inside one).")
+@click.option("--slurm-gres", metavar="GRES",
+              help="With --via slurm: the --gres each node's task asks for. Default: gpu:<the profile's "
+                   "GPU count>; 'none' asks for none.")
+@click.option("--drain", is_flag=True,
+              help="Drain nodes with failed checks in Slurm, reason 'clusterkit: <check>: <detail>' "
+                   "(never for errors; never over someone else's reason).")
+@click.option("--dry-run", is_flag=True, help="With --drain: show every change as before -> after, change nothing.")
+@click.option("--force", is_flag=True, help="With --drain: drain even beyond the --drain-limit circuit breaker.")
+@click.option("--drain-limit", default="10%", show_default=True, metavar="N|P%",
+              help="With --drain: the most nodes one run may drain, a count or a share of the partition "
+                   "(at least one node); more drains nothing without --force.")
+@click.option("--hold-with-reservation", "hold_reservation", metavar="NAME", default=None,
+              is_flag=False, flag_value="clusterkit_hold",
+              help="With --drain: hold the nodes in a Slurm maintenance reservation (default name "
+                   "clusterkit_hold) while they are validated, instead of draining the failed ones; "
+                   "nodes that pass are released from it.")
+@click.option("--slurm-backend", "slurm_backend", type=click.Choice(["auto", "cli", "pyslurm"]), default="auto",
+              show_default=True, help="How to talk to Slurm: its commands (cli) or pyslurm where it imports.")
 def validate_cmd(sim: str | None, nodes: tuple[str, ...], inventory: str | None, exclude: tuple[str, ...],
                  profile: str | None, checks: tuple[str, ...], transport_name: str | None,
                  ssh_config: str | None, user: str | None, identity: str | None, accept_new_hostkeys: bool,
                  fanout: int, timeout: float, connect_timeout: float, remote_command: str, as_json: bool,
                  output: str | None, junit: str | None, verbose: bool, no_progress: bool,
                  ib_bw: bool = False, baseline_spec: Optional[str] = None,
-                 storage_bench: bool = False, weights_dir: Optional[str] = None, stress: bool = False) -> int:
+                 storage_bench: bool = False, weights_dir: Optional[str] = None, stress: bool = False,
+                 partition: Optional[str] = None, include_drained: bool = False, via: str = "ssh",
+                 slurm_gres: Optional[str] = None, drain: bool = False, dry_run: bool = False,
+                 force: bool = False, drain_limit: str = "10%", hold_reservation: Optional[str] = None,
+                 slurm_backend: str = "auto") -> int:
     """Validate nodes: run node-check on each (over SSH, or locally with --sim) and report.
 
     Exit 0 all healthy, 1 a node failed, 2 usage/config error, 3 incomplete (unreachable
@@ -467,10 +690,15 @@ def validate_cmd(sim: str | None, nodes: tuple[str, ...], inventory: str | None,
 
     nodes_expr = _union(nodes)
     exclude_expr = _union(exclude)
-    if sim is None and not nodes_expr and not inventory:
-        raise UsageError("say which nodes: --nodes HOSTLIST, --inventory FILE, or --sim [FLEET]")
+    if sim is None and not nodes_expr and not inventory and not partition:
+        raise UsageError("say which nodes: --partition NAME, --nodes HOSTLIST, --inventory FILE, or --sim [FLEET]")
     if nodes_expr and inventory:
         raise UsageError("--nodes and --inventory are exclusive")
+    if partition and inventory:
+        raise UsageError("--partition and --inventory are exclusive (combine --partition with --nodes)")
+    _check_slurm_options(drain=drain, dry_run=dry_run, force=force, drain_limit=drain_limit,
+                         hold_reservation=hold_reservation, via=via, transport_name=transport_name,
+                         include_drained=include_drained, partition=partition, slurm_gres=slurm_gres)
     if sim is not None and inventory:
         raise UsageError("--sim and --inventory are exclusive (use --sim FLEET --nodes HOSTLIST to pick nodes)")
     check_list = _split_checks(checks)
@@ -495,10 +723,30 @@ def validate_cmd(sim: str | None, nodes: tuple[str, ...], inventory: str | None,
 
     fleet = None
     inv_transport = None
+    slurm: Any = None  # the Slurm backend, when Slurm takes part
+    states: dict[str, Any] = {}  # node -> SlurmNode
+    pool_size = 0  # the partition's size, for the circuit breaker
+    skipped: list[Any] = []
+    if partition or via == "slurm" or drain:
+        from clusterkit.slurm.backend import make_backend
+
+        slurm = make_backend(prefer=slurm_backend)
     if sim is not None:
         from clusterkit import sim as simmod
 
         fleet = simmod.load_fleet(sim if sim == "builtin" else os.path.abspath(sim))
+    if partition:
+        part_nodes = slurm.nodes(partition=partition)
+        pool_size = len(part_nodes)
+        if nodes_expr:
+            wanted = {n.name for n in inv.nodes_from_hostlist(nodes_expr)}
+            part_nodes = [n for n in part_nodes if n.name in wanted]
+        states = {n.name: n for n in part_nodes}
+        node_list = [inv.Node(name=n.name) for n in part_nodes]
+        source = f"partition:{partition}" + (f" nodes:{nodes_expr}" if nodes_expr else "")
+        if fleet is not None:
+            source = f"sim:{fleet.name} {source}"
+    elif fleet is not None:
         node_list = inv.nodes_from_hostlist(nodes_expr) if nodes_expr else \
             [inv.Node(name=n) for n in fleet.node_names()]
         source = f"sim:{fleet.name}"
@@ -513,7 +761,17 @@ def validate_cmd(sim: str | None, nodes: tuple[str, ...], inventory: str | None,
         node_list = inv.nodes_from_hostlist(nodes_expr or "")
         source = f"nodes:{nodes_expr}"
     node_list = inv.exclude(node_list, exclude_expr)
+    if slurm is not None and not states and node_list:
+        states = {n.name: n for n in slurm.nodes(names=[n.name for n in node_list])}
+    if slurm is not None and not pool_size:
+        pool_size = len(node_list)
+    if states:
+        node_list, skipped = _skip_unusable(node_list, states, via=via, include_drained=include_drained)
     if not node_list:
+        if skipped:
+            raise UsageError(f"no nodes left to validate: all {len(skipped)} are down or drained "
+                             f"({', '.join(f'{s.node} {s.state}' for s in skipped[:5])}); "
+                             "--include-drained validates them over SSH")
         raise UsageError("no nodes left to validate")
 
     default_spec = profile or (fleet.profile if fleet is not None and fleet.profile else None) or "h100-sxm"
@@ -531,22 +789,30 @@ def validate_cmd(sim: str | None, nodes: tuple[str, ...], inventory: str | None,
     from clusterkit.transport import DEFAULT_TRANSPORT, Transport, make_transport
 
     transport: Transport
-    if fleet is not None:
-        from clusterkit.transport.local import LocalTransport
+    if via == "slurm":
+        from clusterkit.slurm.srun import SrunTransport
 
-        sim_spec = sim if sim == "builtin" else os.path.abspath(str(sim))
-        transport = LocalTransport(env_for=lambda n: {"CLUSTERKIT_SIM": sim_spec, "CLUSTERKIT_NODE": n.name})
-        remote = [sys.executable, "-m", "clusterkit"]
+        gres = slurm_gres
+        if gres is None:
+            counts = {profile_for(n).gpu.count for n in node_list}
+            gres = f"gpu:{max(counts)}" if counts and max(counts) > 0 else None
+        elif gres == "none":
+            gres = None
+        env = {"CLUSTERKIT_SIM": sim if sim == "builtin" else os.path.abspath(str(sim))} if fleet is not None else {}
+        transport = SrunTransport(partition=partition, gres=gres, env=env, job_name="clusterkit-validate",
+                                  reservation=hold_reservation if not dry_run else None)
+        if fleet is not None:
+            remote = [sys.executable, "-m", "clusterkit"]
+        else:
+            try:
+                remote = shlex.split(remote_command)
+            except ValueError as e:
+                raise UsageError(f"--remote-command: {e}") from None
     else:
-        transport = make_transport(transport_name or inv_transport or DEFAULT_TRANSPORT, ssh_config=ssh_config,
-                                   user=user, identity=identity, connect_timeout=min(connect_timeout, timeout),
-                                   accept_new=accept_new_hostkeys)
-        try:
-            remote = shlex.split(remote_command)
-        except ValueError as e:
-            raise UsageError(f"--remote-command: {e}") from None
-        if not remote:
-            raise UsageError("--remote-command is empty")
+        transport, remote = controller_transport(
+            sim=sim, transport_name=transport_name or inv_transport or DEFAULT_TRANSPORT, ssh_config=ssh_config,
+            user=user, identity=identity, connect_timeout=min(connect_timeout, timeout),
+            accept_new_hostkeys=accept_new_hostkeys, remote_command=remote_command)
 
     try:
         transport.prepare(node_list)  # configuration errors: exit 2 before any node is contacted
@@ -556,6 +822,9 @@ def validate_cmd(sim: str | None, nodes: tuple[str, ...], inventory: str | None,
 
     from clusterkit.report.terminal import ProgressReporter
 
+    held: list[str] = []
+    if hold_reservation and not dry_run:
+        held = _hold_nodes(slurm, hold_reservation, [n.name for n in node_list])
     progress = ProgressReporter(len(node_list), enabled=(not no_progress) and sys.stderr.isatty())
     report: Any
     try:
@@ -570,6 +839,14 @@ def validate_cmd(sim: str | None, nodes: tuple[str, ...], inventory: str | None,
     finally:
         progress.close()
         transport.close()
+    report.skipped = skipped
+    report.partition = partition
+    report.job_id = os.environ.get("SLURM_JOB_ID") or None  # a validation job's own id
+    slurm_error: Optional[str] = None
+    breaker: Optional[str] = None
+    if drain and not report.summary.interrupted:
+        slurm_error, breaker = _drain_after(report, slurm, pool_size=pool_size, limit=drain_limit, force=force,
+                                            dry_run=dry_run, hold_reservation=hold_reservation, held=held)
 
     from clusterkit.report import write_report
 
@@ -587,8 +864,16 @@ def validate_cmd(sim: str | None, nodes: tuple[str, ...], inventory: str | None,
     else:
         from clusterkit.report.terminal import render_terminal
 
-        _echo_stdout(render_terminal(report, verbose=verbose))
+        text = render_terminal(report, verbose=verbose)
+        extra = _slurm_lines(report, dry_run=dry_run)
+        if extra:
+            text = text.rstrip("\n") + "\n" + "\n".join(extra) + "\n"
+        _echo_stdout(text)
     s = report.summary
+    if breaker:
+        _err(breaker)
+    if slurm_error:
+        _err(f"Slurm: {slurm_error}")
     if baseline_obj is not None:
         _warn_baseline_unused(report, baseline_obj)
     if s.interrupted:
@@ -597,7 +882,152 @@ def validate_cmd(sim: str | None, nodes: tuple[str, ...], inventory: str | None,
         bad = [n for n in report.nodes if n.error_kind == "internal"]
         _err(f"internal error on {len(bad)} node(s), e.g. {bad[0].node}: {bad[0].error} "
              "(a bug in clusterkit: please report it)")
+    if slurm_error and s.exit_code == EXIT_OK:
+        return EXIT_INCOMPLETE  # the nodes are fine, but what --drain had to change could not be
     return s.exit_code
+
+
+def controller_transport(*, sim: Optional[str], transport_name: str, ssh_config: Optional[str],
+                         user: Optional[str], identity: Optional[str], connect_timeout: float,
+                         accept_new_hostkeys: bool, remote_command: str) -> tuple[Any, list[str]]:
+    """How the controller reaches nodes: simulated nodes run locally (``--sim``), others over
+    SSH. The transport and the argv that starts clusterkit on a node."""
+    import shlex
+
+    from clusterkit.errors import UsageError
+
+    if sim is not None:
+        from clusterkit.transport.local import LocalTransport
+
+        sim_spec = sim if sim == "builtin" else os.path.abspath(str(sim))
+        return (LocalTransport(env_for=lambda n: {"CLUSTERKIT_SIM": sim_spec, "CLUSTERKIT_NODE": n.name}),
+                [sys.executable, "-m", "clusterkit"])
+    from clusterkit.transport import make_transport
+
+    transport = make_transport(transport_name, ssh_config=ssh_config, user=user, identity=identity,
+                               connect_timeout=connect_timeout, accept_new=accept_new_hostkeys)
+    try:
+        remote = shlex.split(remote_command)
+    except ValueError as e:
+        raise UsageError(f"--remote-command: {e}") from None
+    if not remote:
+        raise UsageError("--remote-command is empty")
+    return transport, remote
+
+
+def _check_slurm_options(*, drain: bool, dry_run: bool, force: bool, drain_limit: str,
+                         hold_reservation: Optional[str], via: str, transport_name: Optional[str],
+                         include_drained: bool, partition: Optional[str], slurm_gres: Optional[str]) -> None:
+    """Slurm options that make no sense together: refused before anything runs."""
+    from clusterkit.errors import UsageError
+
+    if not drain:
+        for flag, on in (("--dry-run", dry_run), ("--force", force), ("--hold-with-reservation", hold_reservation),
+                         ("--drain-limit", drain_limit != "10%")):
+            if on:
+                raise UsageError(f"{flag} goes with --drain")
+    else:
+        from clusterkit.slurm.actions import parse_limit
+
+        parse_limit(drain_limit)
+    if hold_reservation is not None:
+        import re
+
+        if not re.match(r"^[A-Za-z0-9_.-]{1,64}$", hold_reservation):
+            raise UsageError(f"--hold-with-reservation {hold_reservation!r}: letters, digits, '_', '.', '-'")
+    if via == "slurm" and transport_name:
+        raise UsageError("--transport picks an SSH transport; --via slurm runs through srun instead")
+    if via != "slurm" and slurm_gres:
+        raise UsageError("--slurm-gres goes with --via slurm")
+    if include_drained and not partition:
+        raise UsageError("--include-drained goes with --partition")
+
+
+def _skip_unusable(node_list: list[Any], states: dict[str, Any], *, via: str,
+                   include_drained: bool) -> tuple[list[Any], list[Any]]:
+    """Leave out nodes that cannot or should not be validated: down, drained by someone else
+    (unless --include-drained), and under srun every drained node (it takes no jobs)."""
+    from clusterkit.models import SkippedNode
+    from clusterkit.slurm import reason as reasons
+
+    keep, skipped = [], []
+    for n in node_list:
+        st = states.get(n.name)
+        why = None
+        if st is None:
+            if via == "slurm":
+                why = "not a Slurm node: srun cannot run there"
+        elif via == "slurm" and (st.drained or st.down):
+            why = ("drained: takes no srun jobs (`clusterkit slurm resume` re-checks it over SSH)"
+                   if st.drained else "down: srun cannot run there")
+        elif not include_drained and st.down:
+            why = "down (--include-drained tries it anyway)"
+        elif not include_drained and st.drained and not reasons.is_owned(st.reason):
+            why = "drained by someone else (--include-drained validates it anyway)"
+        if why is None:
+            keep.append(n)
+        else:
+            skipped.append(SkippedNode(node=n.name, state=st.state_text if st else None,
+                                       reason=st.reason if st else None, why=why))
+    return keep, skipped
+
+
+def _hold_nodes(slurm: Any, name: str, nodes: list[str]) -> list[str]:
+    """Put ``nodes`` in the maintenance reservation ``name`` (created when missing): no new
+    jobs start on them while they are validated. The nodes now held."""
+    res = slurm.reservation(name)
+    if res is None:
+        slurm.create_reservation(name, nodes)
+        return list(nodes)
+    union = sorted(set(res.nodes) | set(nodes))
+    slurm.update_reservation(name, union)
+    return list(nodes)
+
+
+def _drain_after(report: Any, slurm: Any, *, pool_size: int, limit: str, force: bool, dry_run: bool,
+                 hold_reservation: Optional[str], held: list[str]) -> tuple[Optional[str], Optional[str]]:
+    """--drain after the run: plan, apply (or hold), and attach the actions to the report.
+    Returns (Slurm error, circuit-breaker message)."""
+    from clusterkit.slurm import actions as act
+    from clusterkit.slurm.backend import SlurmError
+
+    try:
+        states = {n.name: n for n in slurm.nodes(names=[n.node for n in report.nodes])}
+    except SlurmError as e:
+        return f"{e}; nothing was drained", None
+    planned, breaker = act.plan_drains(report, states, pool_size=pool_size, limit=limit, force=force)
+    if hold_reservation:
+        error = act.apply_hold(planned, report, slurm, hold_reservation, held=held, dry_run=dry_run)
+    else:
+        error = act.apply_drains(planned, slurm, dry_run=dry_run)
+        if not dry_run:
+            act.refresh_after(planned, slurm)
+    report.actions = planned
+    return error, breaker
+
+
+def _slurm_lines(report: Any, *, dry_run: bool) -> list[str]:
+    from clusterkit.slurm.actions import format_actions
+
+    lines: list[str] = []
+    if report.skipped:
+        lines.append(f"skipped {len(report.skipped)} node(s):")
+        width = max(len(s.node) for s in report.skipped)
+        for sk in report.skipped:
+            why = f" reason {sk.reason!r}" if sk.reason else ""
+            lines.append(f"  {sk.node:{width}}  {sk.state or '?'}{why}: {sk.why}")
+    lines += format_actions(report.actions, dry_run=dry_run)
+    return lines
+
+
+# --------------------------------------------------------------------------- slurm
+def _add_slurm_group() -> None:
+    from clusterkit.slurm.cli import slurm_group
+
+    cli.add_command(slurm_group)
+
+
+_add_slurm_group()
 
 
 # --------------------------------------------------------------------------- baseline

@@ -56,14 +56,21 @@ def load_catalog() -> XidCatalog:
     """The packaged Xid catalog (read once, on first use)."""
     import importlib.resources
 
-    import yaml
+    from clusterkit.config import packaged
 
     try:
         raw = (importlib.resources.files("clusterkit") / "data" / "xid_catalog.yaml").read_text(
             encoding="utf-8")
-        data = yaml.safe_load(raw)
-    except (OSError, yaml.YAMLError) as e:  # pragma: no cover - packaging fault
+    except OSError as e:  # pragma: no cover - packaging fault
         raise ConfigError(f"xid catalog unreadable: {e}") from None
+    data = packaged(raw)  # its parsed form, unless the file was edited: no YAML parser then
+    if data is None:
+        import yaml
+
+        try:
+            data = yaml.safe_load(raw)
+        except yaml.YAMLError as e:  # pragma: no cover - packaging fault
+            raise ConfigError(f"xid catalog unreadable: {e}") from None
     if not isinstance(data, dict):  # pragma: no cover - packaging fault
         raise ConfigError("xid catalog: not a mapping")
     try:

@@ -428,7 +428,11 @@ _KEYS: dict[str, str] = {}
 
 
 def load_fleet(spec: str) -> SimFleet:
-    """``builtin`` or the path of a fleet YAML file."""
+    """``builtin`` or the path of a fleet YAML file.
+
+    Every node-check of a simulated node reads its fleet: a fleet file read before (same text,
+    same clusterkit code) is taken from its checked form kept in the simulator's directory
+    (:func:`_kept_fleet`), without the YAML parser."""
     if spec in _CACHE:
         return _CACHE[spec]
     if spec in ("builtin", "", "1"):
@@ -439,12 +443,51 @@ def load_fleet(spec: str) -> SimFleet:
 
         text = read_text(spec, "sim fleet")
         origin = spec
-    fleet = parse_fleet(text, origin)
-    _CACHE[spec] = fleet
     import hashlib
 
-    _KEYS[spec] = hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()[:16]
+    key = hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()[:16]
+    fleet = _kept_fleet(key)
+    if fleet is None:
+        fleet = parse_fleet(text, origin)
+        _keep_fleet(key, fleet)
+    _CACHE[spec] = fleet
+    _KEYS[spec] = key
     return fleet
+
+
+def _kept_path(key: str) -> str:
+    """Where the checked form of a fleet (text digest ``key``) is kept: beside the generated
+    node trees, named after the text and this code (a changed rule re-checks every fleet)."""
+    from clusterkit.sim.context import sim_root
+
+    st = os.stat(__file__)
+    return os.path.join(sim_root(), "fleets", f"{key}-{st.st_mtime_ns:x}-{st.st_size:x}.json")
+
+
+def _kept_fleet(key: str) -> SimFleet | None:
+    """The fleet kept by :func:`_keep_fleet`, or None (none kept, or it no longer reads)."""
+    import json
+
+    try:
+        with open(_kept_path(key), encoding="utf-8") as fh:
+            return SimFleet.model_validate(json.load(fh))
+    except Exception:  # noqa: BLE001 - missing, half-written, or from other code: check the text again
+        return None
+
+
+def _keep_fleet(key: str, fleet: SimFleet) -> None:
+    """Keep a fleet that passed :func:`parse_fleet` as JSON (what was set in the file only, so
+    defaults stay the code's); best effort."""
+    import json
+
+    from clusterkit.fsutil import write_atomic
+
+    try:
+        path = _kept_path(key)
+        os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+        write_atomic(path, json.dumps(fleet.model_dump(mode="json", exclude_unset=True)), prefix=".fleet-")
+    except (OSError, ValueError, TypeError):
+        pass
 
 
 def current_fleet_key() -> str:

@@ -7,8 +7,11 @@
   ``virtual_memory``, ``getloadavg``, ``disk_usage``);
 - ``sysfs_root`` is a generated tree in the real formats (``class/infiniband/mlx5_*/ports/1/
   state`` = ``4: ACTIVE`` …);
-- tool path holds stand-in executables (``nvidia-smi``, ``dmesg``, ``ib_write_bw``) that print
-  the real formats, run through the real tool runner;
+- tool path holds stand-in executables (``nvidia-smi``, ``dmesg``, ``ib_write_bw``, ``stat``, …)
+  that print the real formats, run through the real tool runner (``stat`` is a shell script:
+  the storage domain runs it on every node-check, and a Python start per mount would dominate);
+- ``kernel_log_text`` is the kernel log the stand-in ``dmesg -T`` prints, given as text so
+  that no process is started for it (on a node ``dmesg`` is a small C program);
 - ``state_dir`` is a per-node directory, so counters compared between runs work as on a node.
 
 Generated files live under ``$CLUSTERKIT_SIM_ROOT`` (default: ``<tmp>/clusterkit-sim-<uid>``),
@@ -34,7 +37,7 @@ from clusterkit.sim.tools import write_stress_stand_ins
 
 ENV_SIM_ROOT = "CLUSTERKIT_SIM_ROOT"
 TOOLS = ("nvidia-smi", "dmesg")
-_LAYOUT = "6"  # bump when the generated tree changes shape
+_LAYOUT = "7"  # bump when the generated tree changes shape
 
 #: the node's RDMA devices as the ``ib_write_bw`` stand-in reads them (in the node's directory)
 IB_DATA = "sim-ib.json"
@@ -292,8 +295,10 @@ def _tools(root: str, ib_data: Optional[str] = None, storage_data: Optional[str]
 
 def sim_context(node: SimNode, fleet_key: str, *, deadline: float, kernel_log_file: str | None = None,
                 state_dir: str | None = None) -> Any:
-    """The probe context of a simulated node."""
+    """The probe context of a simulated node. Its kernel log is handed over as text (what the
+    stand-in ``dmesg -T`` prints), read without starting a process, as ``dmesg`` is on a node."""
     from clusterkit.sim.nvml import SimNVML
+    from clusterkit.sim.tools import kernel_log
     from clusterkit.validate.context import ProbeContext
 
     base = node_dir(node, fleet_key)
@@ -307,6 +312,7 @@ def sim_context(node: SimNode, fleet_key: str, *, deadline: float, kernel_log_fi
         procfs_root=os.path.join(base, "proc"),
         state_dir=state,
         kernel_log_file=kernel_log_file,
+        kernel_log_text=kernel_log(node, human=True),
         tool_path=[os.path.join(base, "tools")],
         tool_env={"CLUSTERKIT_NODE": node.name},
         nvml_factory=lambda: SimNVML(node, state_dir=state),  # its run counter lives there
@@ -324,6 +330,8 @@ STORAGE_PATH_KINDS = ("mount_missing", "mount_wrong_fs", "mount_hang", "metadata
 #: a healthy simulated shared file system (NFSv4.1 over the storage NIC) as one node sees it
 SIM_FIO = {"read_mibps": 8000.0, "write_mibps": 4000.0, "randread_iops": 100000.0}
 SIM_WEIGHTS_GBPS = 5.0
+#: how long a call on a ``mount_hang`` path blocks (the caller's timeout ends it first)
+HANG_S = 3600.0
 SIM_SHARED = {"total_tib": 500.0, "free_tib": 300.0, "files": 4_000_000_000, "ffree": 3_000_000_000}
 _NFS_SUPER = ("rw,vers=4.1,rsize=1048576,wsize=1048576,namlen=255,hard,proto=tcp,timeo=600,retrans=2,"
               "sec=sys,clientaddr=10.20.0.11,local_lock=none,addr=10.20.0.2")
@@ -401,7 +409,7 @@ def storage_view(node: SimNode, base: str) -> dict[str, Any]:
         "mounts": mounts,
         "statfs": statfs,
         "hung": sorted(str(f.path) for f in node.faults if f.kind == "mount_hang" and f.path),
-        "hang_s": 3600.0,
+        "hang_s": HANG_S,
         "metadata_ms": {str(f.path): float(f.value) for f in node.faults if f.kind == "metadata_slow" and f.path},
         "fio": {k: v / (float(fio_slow.value) if fio_slow is not None else 1.0) for k, v in SIM_FIO.items()},
         "weights_gbps": float(weights.value) if weights is not None else SIM_WEIGHTS_GBPS,
@@ -434,14 +442,89 @@ def _storage(node: SimNode, tmp: str, final: str) -> None:
            "".join(f"{m['source']} {_escape_mount(m['mp'])} {m['fstype']} {m['super']} 0 0\n"
                    for m in view["mounts"]))
     os.makedirs(os.path.join(tmp, "scratch"), mode=0o755, exist_ok=True)
+    _statfs_tree(view, os.path.join(tmp, STATFS_DIR))
+
+
+#: ``stat -f`` figures per mount point, read by the shell stand-in ``stat``: ``<dir>/m<mount
+#: point>/.fs`` holds ``%S %b %f %a %c %d %T``, ``.hung`` marks a hung mount
+STATFS_DIR = "statfs"
+#: the Python ``stat`` stand-in, for what the shell one does not answer itself (in ``tools/``)
+STAT_PY = ".stat-py"
+
+
+def _statfs_tree(view: dict[str, Any], root: str) -> None:
+    """Each mount's figures as :func:`clusterkit.sim.tools.stat_tool` prints them, so that the
+    shell stand-in answers ``stat -f`` without starting a Python (the storage domain runs one
+    ``stat`` per mount on every node-check)."""
+    from clusterkit.sim.tools import STAT_DEFAULT, stat_type
+
+    os.makedirs(os.path.join(root, "m"), mode=0o755, exist_ok=True)  # no mount at all: the default
+    _write(os.path.join(root, "default"), _fs_line(STAT_DEFAULT, stat_type))
+    for m in view["mounts"]:
+        d = os.path.join(root, "m" + m["mp"].rstrip("/"))
+        _write(os.path.join(d, ".fs"), _fs_line(view["statfs"].get(m["mp"]) or STAT_DEFAULT, stat_type))
+        if m["mp"] in view.get("hung", []):
+            _write(os.path.join(d, ".hung"), "")
+
+
+def _fs_line(fs: dict[str, Any], stat_type: Any) -> str:
+    typ = stat_type(str(fs.get("type", "ext4")))
+    return " ".join(str(fs[k]) for k in ("bsize", "blocks", "bfree", "bavail", "files", "ffree")) + f" {typ}\n"
+
+
+# ``stat -f -c FORMAT [--] PATH`` in POSIX sh (GNU stat's file-system mode, %S %s %b %f %a %c %d
+# %T %t %n %%), from the figures of the mount holding PATH; every other use, and a path that is
+# not plain (relative, ``.``/``..``, ``//``), goes to the Python stand-in.
+_STAT_SH = r"""#!/bin/sh
+# stat stand-in of a simulated node (clusterkit sim), generated
+V=@STATFS@
+PY=@PY@
+if [ "$#" -eq 5 ] && [ "$1" = -f ] && [ "$2" = -c ] && [ "$4" = -- ]; then fmt=$3; p=$5
+elif [ "$#" -eq 4 ] && [ "$1" = -f ] && [ "$2" = -c ]; then fmt=$3; p=$4
+else exec "$PY" "$@"; fi
+case $p in /*) ;; *) exec "$PY" "$@" ;; esac
+case $p in *//*|*/./*|*/../*|*/.|*/..) exec "$PY" "$@" ;; esac
+n=$p
+[ "$p" = / ] || p=${p%/}
+m=$p
+while :; do
+  if [ -f "$V/m$m/.fs" ]; then f=$V/m$m/.fs; break; fi
+  if [ -z "$m" ]; then f=$V/default; break; fi
+  m=${m%/*}
+done
+if [ -f "$V/m$m/.hung" ]; then exec sleep @HANG@; fi
+read -r S b fr a c d T < "$f"
+out=
+rest=$fmt
+while [ -n "$rest" ]; do
+  ch=${rest%"${rest#?}"}; rest=${rest#?}
+  if [ "$ch" = % ] && [ -n "$rest" ]; then
+    k=${rest%"${rest#?}"}; rest=${rest#?}
+    case $k in
+      S|s) out=$out$S ;; b) out=$out$b ;; f) out=$out$fr ;; a) out=$out$a ;; c) out=$out$c ;;
+      d) out=$out$d ;; T) out=$out$T ;; t) out=${out}6969 ;; n) out=$out$n ;; %) out=$out% ;;
+      *) out=$out? ;;
+    esac
+  else
+    out=$out$ch
+  fi
+done
+printf '%s\n' "$out"
+"""
 
 
 def _storage_tools(data: str) -> dict[str, str]:
     """Stand-ins ``stat``, ``fio`` and the storage helper: ``tools.py`` loaded on its own (only
-    the standard library), reading the node's storage view from ``data``."""
+    the standard library), reading the node's storage view from ``data``; ``stat`` is a shell
+    script in front of that (:data:`STAT_PY`) that answers the storage domain's ``stat -f``."""
+    import shlex
+
     tools_py = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tools.py")
-    out = {}
-    for tool, fn in (("stat", "stat_tool"), ("fio", "fio_tool"), ("clusterkit-storage-helper", "storage_helper")):
+    base = os.path.dirname(data)
+    out = {"stat": (_STAT_SH.replace("@STATFS@", shlex.quote(os.path.join(base, STATFS_DIR)))
+                    .replace("@PY@", shlex.quote(os.path.join(base, "tools", STAT_PY)))
+                    .replace("@HANG@", str(int(HANG_S))))}
+    for tool, fn in ((STAT_PY, "stat_tool"), ("fio", "fio_tool"), ("clusterkit-storage-helper", "storage_helper")):
         out[tool] = (f"#!{sys.executable}\n"
                      "import importlib.util, sys\n"
                      "spec = importlib.util.spec_from_file_location(\n"

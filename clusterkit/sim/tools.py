@@ -90,11 +90,17 @@ def _fault_lines(node: Any) -> list[str]:
 
 
 def dmesg(args: list[str]) -> int:
-    """``dmesg`` (seconds since boot) and ``dmesg -T`` (wall clock: boot time + offset). The boot
+    """``dmesg`` (seconds since boot) and ``dmesg -T`` (wall clock: boot time + offset)."""
+    sys.stdout.write(kernel_log(_node(), human="-T" in args or "--ctime" in args))
+    return 0
+
+
+def kernel_log(node: Any, *, human: bool = True) -> str:
+    """The node's kernel log as ``dmesg -T`` (``human``) or plain ``dmesg`` prints it. The boot
     is fixed in the past; the lines of ``xid``/``sxid`` faults are stamped five minutes before
     now in both formats, so they fall inside a window that runs back from now (``-T``) or from
-    the log's last stamp (plain)."""
-    node = _node()
+    the log's last stamp (plain). The simulated context hands the ``-T`` text to the probes
+    (``ProbeContext.kernel_log_text``); the stand-in ``dmesg`` prints the same."""
     boot = _dt.datetime(2026, 11, 30, 4, 0, 0)
     kernel = node.hardware.system.kernel
     spec = node.hardware.gpu
@@ -106,14 +112,14 @@ def dmesg(args: list[str]) -> int:
     ]
     recent = max((_dt.datetime.now() - boot).total_seconds() - 300.0, 20.0)
     lines += [(recent + 0.01 * k, text) for k, text in enumerate(_fault_lines(node))]
-    human = "-T" in args or "--ctime" in args
+    out = []
     for offset, text in lines:
         if human:
             stamp = (boot + _dt.timedelta(seconds=offset)).strftime("%a %b %d %H:%M:%S %Y")
-            print(f"[{stamp}] {text}")
+            out.append(f"[{stamp}] {text}\n")
         else:
-            print(f"[{offset:12.6f}] {text}")
-    return 0
+            out.append(f"[{offset:12.6f}] {text}\n")
+    return "".join(out)
 
 
 _RULE = "-" * 87
@@ -282,6 +288,13 @@ def _block_if_hung(view: Any, path: str) -> None:
 
 
 _STAT_TYPES = {"nfs4": "nfs", "ext4": "ext2/ext3", "devtmpfs": "tmpfs"}
+#: the figures of a path on no simulated mount, or on one without figures (proc, sysfs, …)
+STAT_DEFAULT = {"bsize": 4096, "blocks": 0, "bfree": 0, "bavail": 0, "files": 0, "ffree": 0, "type": "proc"}
+
+
+def stat_type(fstype: str) -> str:
+    """The type name ``stat -f -c %T`` prints for a mount's file-system type."""
+    return _STAT_TYPES.get(fstype, fstype)
 
 
 def stat_tool(args: list[str], data_path: str) -> int:
@@ -316,10 +329,10 @@ def stat_tool(args: list[str], data_path: str) -> int:
         mp = _mount_of(view, path)
         fs = view["statfs"].get(mp) if mp is not None else None
         if fs is None:  # proc, sysfs, …: no figures worth simulating
-            fs = {"bsize": 4096, "blocks": 0, "bfree": 0, "bavail": 0, "files": 0, "ffree": 0, "type": "proc"}
+            fs = STAT_DEFAULT
         typ = str(fs.get("type", "ext4"))
         subst = {"S": fs["bsize"], "s": fs["bsize"], "b": fs["blocks"], "f": fs["bfree"], "a": fs["bavail"],
-                 "c": fs["files"], "d": fs["ffree"], "T": _STAT_TYPES.get(typ, typ), "t": "6969", "n": path,
+                 "c": fs["files"], "d": fs["ffree"], "T": stat_type(typ), "t": "6969", "n": path,
                  "%": "%"}
         out: list[str] = []
         j = 0

@@ -39,6 +39,7 @@ from typing import Iterable, Mapping, Optional, Protocol, Sequence
 from clusterkit.errors import ClusterkitError, UsageError
 
 DEFAULT_TIMEOUT = 30.0
+_SLURM_BIN_DIRS = ("/usr/bin", "/usr/local/bin", "/opt/slurm/bin", "/usr/sbin")
 #: Slurm job states after which a job never runs again
 FINAL_JOB_STATES = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "PREEMPTED",
                               "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE", "REVOKED", "SPECIAL_EXIT"})
@@ -160,7 +161,8 @@ class CliBackend:
     def _cmd(self, tool: str) -> str:
         if self.bindir:
             return os.path.join(self.bindir, tool)
-        found = shutil.which(tool)
+        # slurmd runs a HealthCheckProgram with no PATH at all: look where Slurm installs too
+        found = shutil.which(tool) or shutil.which(tool, path=os.pathsep.join(_SLURM_BIN_DIRS))
         if found is None:
             raise SlurmError(f"{tool} not found on PATH: run this where Slurm's commands are installed "
                              "(a login or controller node)")
@@ -362,8 +364,10 @@ def _whoami() -> str:
 def _exit_code(v: object) -> Optional[int]:
     if isinstance(v, bool):
         return None
-    if isinstance(v, int):
-        return v
+    if isinstance(v, int):  # up to 22.05: the raw wait status (exit 3 reads 768)
+        if v & 0x7F:
+            return 128 + (v & 0x7F)
+        return (v >> 8) & 0xFF
     if isinstance(v, dict):  # 23.02+: {"status": ..., "return_code": N}
         rc = v.get("return_code")
         if isinstance(rc, dict):

@@ -69,25 +69,63 @@ def _load_params_file(path: str) -> dict[str, Any]:
     return dict(data)
 
 
+def _script_from(template: str, *, template_dir: Optional[str], sets: tuple[str, ...], params_file: Optional[str],
+                 nodes: Optional[int], partition: Optional[str], time_limit: Optional[str],
+                 gpus_per_node: Optional[int], output_file: Optional[str]) -> str:
+    """The rendered script: the params file, then --set, then the dedicated options."""
+    from clusterkit.errors import UsageError
+    from clusterkit.slurm import templates
+
+    params = _load_params_file(params_file) if params_file is not None else {}
+    text_keys = templates.string_params(template)
+    set_keys: set[str] = set()
+    for item in sets:
+        path, value = _parse_set(item, text_keys)
+        _put(params, path, value, item)
+        set_keys.add(path[0])
+    given = {"nodes": nodes, "partition": partition, "time": time_limit, "gpus_per_node": gpus_per_node,
+             "output_file": output_file}
+    for option, key in _OPTION_PARAMS:
+        if given[key] is None:
+            continue
+        if key in set_keys:
+            raise UsageError(f"{option} and --set {key}=… both set {key}: give one")
+        params[key] = given[key]
+
+    return templates.render(template, params, template_dir=template_dir)
+
+
+_TEMPLATE_OPTIONS = [
+    click.option("--template-dir", metavar="DIR",
+                 help="Your templates (NAME.sbatch.j2), searched before the built-in ones: one of a "
+                      "built-in's name replaces it."),
+    click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+                 help="A parameter (repeat). VALUE is YAML (4, true, [a, b], {NCCL_DEBUG: INFO}); a "
+                      "text parameter takes it as written. KEY.SUBKEY sets one key of a mapping."),
+    click.option("--params", "params_file", metavar="FILE",
+                 help="A YAML or JSON mapping of parameters; --set and the options below override it."),
+    click.option("--nodes", type=click.IntRange(min=1), metavar="N", help="Nodes to allocate (nodes)."),
+    click.option("--partition", metavar="P", help="Partition to submit to (partition)."),
+    click.option("--time", "time_limit", metavar="T", help="Time limit, as sbatch --time takes it (time)."),
+    click.option("--gpus-per-node", type=click.IntRange(min=0), metavar="G",
+                 help="GPUs per node (gpus_per_node)."),
+    click.option("--output-file", metavar="PATH",
+                 help="The job's own output file, sbatch -o: %x job name, %j job id (output_file)."),
+]
+
+
+def _template_options(fn: Any) -> Any:
+    """The options render and submit share: how the template's parameters are given."""
+    for option in reversed(_TEMPLATE_OPTIONS):
+        fn = option(fn)
+    return fn
+
+
 @click.command("render", short_help="Print a job script from a template (never submitted).")
 @click.argument("template", required=False, metavar="TEMPLATE")
 @click.option("--list", "list_only", is_flag=True,
               help="List the templates (built-in, and those in --template-dir) instead.")
-@click.option("--template-dir", metavar="DIR",
-              help="Your templates (NAME.sbatch.j2), searched before the built-in ones: one of a "
-                   "built-in's name replaces it.")
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
-              help="A parameter (repeat). VALUE is YAML (4, true, [a, b], {NCCL_DEBUG: INFO}); a "
-                   "text parameter takes it as written. KEY.SUBKEY sets one key of a mapping.")
-@click.option("--params", "params_file", metavar="FILE",
-              help="A YAML or JSON mapping of parameters; --set and the options below override it.")
-@click.option("--nodes", type=click.IntRange(min=1), metavar="N", help="Nodes to allocate (nodes).")
-@click.option("--partition", metavar="P", help="Partition to submit to (partition).")
-@click.option("--time", "time_limit", metavar="T", help="Time limit, as sbatch --time takes it (time).")
-@click.option("--gpus-per-node", type=click.IntRange(min=0), metavar="G",
-              help="GPUs per node (gpus_per_node).")
-@click.option("--output-file", metavar="PATH",
-              help="The job's own output file, sbatch -o: %x job name, %j job id (output_file).")
+@_template_options
 @click.option("-o", "--out", "out", metavar="FILE", help="Write the script to FILE instead of stdout.")
 def render_cmd(template: Optional[str], list_only: bool, template_dir: Optional[str], sets: tuple[str, ...],
                params_file: Optional[str], nodes: Optional[int], partition: Optional[str],
@@ -111,23 +149,9 @@ def render_cmd(template: Optional[str], list_only: bool, template_dir: Optional[
     if template is None:
         raise UsageError("say which template: clusterkit slurm render TEMPLATE (see --list)")
 
-    params = _load_params_file(params_file) if params_file is not None else {}
-    text_keys = templates.string_params(template)
-    set_keys: set[str] = set()
-    for item in sets:
-        path, value = _parse_set(item, text_keys)
-        _put(params, path, value, item)
-        set_keys.add(path[0])
-    given = {"nodes": nodes, "partition": partition, "time": time_limit, "gpus_per_node": gpus_per_node,
-             "output_file": output_file}
-    for option, key in _OPTION_PARAMS:
-        if given[key] is None:
-            continue
-        if key in set_keys:
-            raise UsageError(f"{option} and --set {key}=… both set {key}: give one")
-        params[key] = given[key]
-
-    script = templates.render(template, params, template_dir=template_dir)
+    script = _script_from(template, template_dir=template_dir, sets=sets, params_file=params_file, nodes=nodes,
+                          partition=partition, time_limit=time_limit, gpus_per_node=gpus_per_node,
+                          output_file=output_file)
     if out is None:
         click.echo(script, nl=False)
         return 0
@@ -140,4 +164,48 @@ def render_cmd(template: Optional[str], list_only: bool, template_dir: Optional[
     return 0
 
 
-COMMANDS = [render_cmd]
+@click.command("submit", short_help="Render a template and submit it with sbatch.")
+@click.argument("template", metavar="TEMPLATE")
+@_template_options
+@click.option("--wait", is_flag=True, help="Wait for the job to finish; exit with its exit code.")
+@click.option("--wait-timeout", default=3600.0, show_default=True, type=click.FloatRange(1, 7 * 86400),
+              metavar="S", help="With --wait: give up waiting after S seconds (exit 3; the job keeps running).")
+@click.option("--json", "as_json", is_flag=True, help="Print the job (id, state, exit code) as JSON.")
+def submit_cmd(template: str, template_dir: Optional[str], sets: tuple[str, ...], params_file: Optional[str],
+               nodes: Optional[int], partition: Optional[str], time_limit: Optional[str],
+               gpus_per_node: Optional[int], output_file: Optional[str], wait: bool, wait_timeout: float,
+               as_json: bool) -> int:
+    """Render TEMPLATE exactly as `render` does and submit it (sbatch --parsable, the script on
+    stdin). Prints the job id; with --wait, polls until the job ends and exits with its exit code
+    (a validate job's: 0 healthy, 1 a node failed, 3 incomplete), 3 when it ended without one
+    (cancelled, timed out, node failure) or the wait timed out."""
+    import json
+
+    from clusterkit.slurm.backend import make_backend
+
+    script = _script_from(template, template_dir=template_dir, sets=sets, params_file=params_file, nodes=nodes,
+                          partition=partition, time_limit=time_limit, gpus_per_node=gpus_per_node,
+                          output_file=output_file)
+    backend = make_backend(prefer="cli")
+    job = backend.submit(script)
+    if not wait:
+        click.echo(json.dumps({"job_id": job}) if as_json else job)
+        return 0
+    click.echo(f"submitted job {job}; waiting", err=True)
+    info = backend.wait([job], timeout=wait_timeout, poll=2.0)[job]
+    if as_json:
+        click.echo(json.dumps({"job_id": job, "state": info.state, "exit_code": info.exit_code,
+                               "nodes": info.nodes}))
+    else:
+        code = "" if info.exit_code is None else f", exit code {info.exit_code}"
+        click.echo(f"job {job}: {info.state}{code}")
+    if not info.finished:
+        return 3
+    if info.state == "COMPLETED":
+        return 0
+    if info.state == "FAILED" and info.exit_code is not None and 0 < info.exit_code < 126:
+        return info.exit_code
+    return 3
+
+
+COMMANDS = [render_cmd, submit_cmd]

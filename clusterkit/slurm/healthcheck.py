@@ -68,15 +68,15 @@ def act(report: "NodeReport", *, node: Optional[str] = None, dry_run: bool = Fal
 
 
 def _act(report: "NodeReport", name: str, *, dry_run: bool, timeout: float) -> HealthAction:
-    import shutil
-
     from clusterkit.slurm import reason as reasons
-    from clusterkit.slurm.backend import CliBackend
+    from clusterkit.slurm.backend import CliBackend, SlurmError
 
     status = report.status.value
-    if shutil.which("scontrol") is None:
-        return HealthAction("no-slurm", f"{name}: scontrol not found: no Slurm action", node=name)
     backend = CliBackend(timeout=timeout)
+    try:
+        backend._cmd("scontrol")
+    except SlurmError:
+        return HealthAction("no-slurm", f"{name}: scontrol not found: no Slurm action", node=name)
     st = backend.node(name)
     if st is None:
         return HealthAction("no-slurm", f"{name}: not a Slurm node: no Slurm action", node=name)

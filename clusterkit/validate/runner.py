@@ -25,10 +25,13 @@ if TYPE_CHECKING:  # pragma: no cover
 
 DEFAULT_DEADLINE = 60.0  # seconds, when node-check is given none (Slurm kills health checks at 60)
 
+#: ``clusterkit.sim.ENV_SIM`` and ``ENV_NODE``, named here so that a real node never imports the
+#: simulator (its fleet models) just to learn that it is not simulated
+ENV_SIM = "CLUSTERKIT_SIM"
+ENV_NODE = "CLUSTERKIT_NODE"
+
 
 def node_name() -> str:
-    from clusterkit.sim import ENV_NODE
-
     return os.environ.get(ENV_NODE) or socket.gethostname().split(".")[0]
 
 
@@ -36,14 +39,15 @@ def make_context(*, deadline: float, sysfs_root: Optional[str] = None, state_dir
                  kernel_log_file: Optional[str] = None) -> "ProbeContext":
     """The context of this node: a simulated node's when CLUSTERKIT_SIM says so, else the real
     machine's. The only place that tells the two apart."""
-    from clusterkit import sim
+    if os.environ.get(ENV_SIM):
+        from clusterkit import sim
 
-    simnode = sim.current_node()
-    if simnode is not None:
-        from clusterkit.sim.context import sim_context
+        simnode = sim.current_node()
+        if simnode is not None:
+            from clusterkit.sim.context import sim_context
 
-        return sim_context(simnode, sim.current_fleet_key(), deadline=deadline,
-                           kernel_log_file=kernel_log_file, state_dir=state_dir)
+            return sim_context(simnode, sim.current_fleet_key(), deadline=deadline,
+                               kernel_log_file=kernel_log_file, state_dir=state_dir)
     from clusterkit.validate.context import real_context
 
     return real_context(deadline=deadline, sysfs_root=sysfs_root, state_dir=state_dir,
@@ -121,10 +125,10 @@ def default_profile_name() -> str:
     env = os.environ.get("CLUSTERKIT_PROFILE")
     if env:
         return env
-    from clusterkit import sim
-
-    spec = os.environ.get(sim.ENV_SIM)
+    spec = os.environ.get(ENV_SIM)
     if spec:
+        from clusterkit import sim
+
         fleet = sim.load_fleet(spec)
         if fleet.profile:
             return fleet.profile
