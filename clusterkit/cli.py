@@ -569,6 +569,21 @@ def _check_writable(path: str, option: str) -> None:
         raise UsageError(f"{option} {path}: directory {parent} is not writable")
 
 
+def _check_outputs(*pairs: tuple[Optional[str], str]) -> None:
+    """Output files: each writable, no two the same file (checked before the run: exit 2)."""
+    from clusterkit.errors import UsageError
+
+    seen: dict[str, str] = {}
+    for path, opt in pairs:
+        if not path:
+            continue
+        _check_writable(path, opt)
+        key = os.path.abspath(path)
+        if key in seen and (os.path.isfile(path) or not os.path.exists(path)):  # /dev/null twice is fine
+            raise UsageError(f"{seen[key]} and {opt} name the same file")
+        seen[key] = opt
+
+
 def _union(values: tuple[str, ...]) -> Optional[str]:
     """Repeated hostlist options are one union (a comma joins hostlists)."""
     items = [v for v in values if v and v.strip()]
@@ -623,6 +638,8 @@ def _echo_stdout(text: str) -> bool:
 @click.option("--json", "as_json", is_flag=True, help="Print the clusterkit.report/v1 JSON document.")
 @click.option("--output", metavar="FILE", help="Write the JSON report to FILE.")
 @click.option("--junit", metavar="FILE", help="Write a JUnit XML report to FILE.")
+@click.option("--html", "html", metavar="FILE",
+              help="Write a self-contained HTML report to FILE (no network: open it anywhere).")
 @click.option("-v", "--verbose", is_flag=True, help="List every node and check in the terminal report.")
 @click.option("--no-progress", is_flag=True, help="No progress bar on stderr.")
 @click.option("--ib-bw", "ib_bw", is_flag=True,
@@ -669,7 +686,7 @@ def validate_cmd(sim: str | None, nodes: tuple[str, ...], inventory: str | None,
                  ssh_config: str | None, user: str | None, identity: str | None, accept_new_hostkeys: bool,
                  fanout: int, timeout: float, connect_timeout: float, remote_command: str, as_json: bool,
                  output: str | None, junit: str | None, verbose: bool, no_progress: bool,
-                 ib_bw: bool = False, baseline_spec: Optional[str] = None,
+                 ib_bw: bool = False, baseline_spec: Optional[str] = None, html: Optional[str] = None,
                  storage_bench: bool = False, weights_dir: Optional[str] = None, stress: bool = False,
                  partition: Optional[str] = None, include_drained: bool = False, via: str = "ssh",
                  slurm_gres: Optional[str] = None, drain: bool = False, dry_run: bool = False,
@@ -707,11 +724,7 @@ def validate_cmd(sim: str | None, nodes: tuple[str, ...], inventory: str | None,
         raise UsageError(f"--weights-dir {weights_dir}: give an absolute path (it is read on the nodes)")
     extra_args = (["--ib-bw"] if ib_bw else []) + (["--storage-bench"] if storage_bench else []) + \
         (["--weights-dir", weights_dir] if weights_dir is not None else []) + (["--stress"] if stress else [])
-    outputs = [(o, opt) for o, opt in ((output, "--output"), (junit, "--junit")) if o]
-    for path, opt in outputs:
-        _check_writable(path, opt)
-    if output and junit and os.path.abspath(output) == os.path.abspath(junit) and os.path.isfile(output):
-        raise UsageError("--output and --junit name the same file")
+    _check_outputs((output, "--output"), (junit, "--junit"), (html, "--html"))
     baseline_obj: Any = None
     if baseline_spec is not None:  # an unknown name or a bad file: exit 2 before any node is contacted
         from clusterkit import baseline as baselines
@@ -852,7 +865,7 @@ def validate_cmd(sim: str | None, nodes: tuple[str, ...], inventory: str | None,
 
     # Files first: a closed stdout must not cost them. A file that cannot be written does not
     # stop the others, and the exit code still gives the fleet's verdict.
-    for target, fmt, opt in ((output, "json", "--output"), (junit, "junit", "--junit")):
+    for target, fmt, opt in ((output, "json", "--output"), (junit, "junit", "--junit"), (html, "html", "--html")):
         if not target:
             continue
         try:
@@ -1047,6 +1060,34 @@ def _warn_baseline_unused(report: Any, baseline: Any) -> None:
 
 _BASELINE_DIR_HELP = ("Baseline directory. Default: $CLUSTERKIT_BASELINE_DIR, else /var/lib/clusterkit/baselines "
                       "as root, else $XDG_DATA_HOME/clusterkit/baselines (~/.local/share/clusterkit/baselines).")
+
+
+@cli.group("report")
+def report_group() -> None:
+    """Saved reports: render one again (HTML, JUnit, terminal)."""
+
+
+@report_group.command("render")
+@click.argument("report_file", metavar="REPORT.json")
+@click.option("--html", "html", metavar="FILE", help="Write the self-contained HTML report to FILE.")
+@click.option("--junit", metavar="FILE", help="Write the JUnit XML report to FILE.")
+@click.option("-v", "--verbose", is_flag=True, help="With the terminal report: every node and check.")
+def report_render_cmd(report_file: str, html: Optional[str], junit: Optional[str], verbose: bool) -> int:
+    """Render a saved JSON report (validate --output) again: HTML and/or JUnit files, else the
+    terminal report on stdout. Exit 0, or 2 when the report cannot be read."""
+    from clusterkit.baseline import read_report
+    from clusterkit.report import write_report
+
+    _check_outputs((html, "--html"), (junit, "--junit"))
+    report = read_report(report_file)
+    for target, fmt in ((html, "html"), (junit, "junit")):
+        if target:
+            write_report(report, fmt, target)
+    if not html and not junit:
+        from clusterkit.report.terminal import render_terminal
+
+        _echo_stdout(render_terminal(report, verbose=verbose))
+    return EXIT_OK
 
 
 @cli.group("baseline")

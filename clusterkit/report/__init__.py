@@ -2,7 +2,8 @@
 
 - ``json``: ``FleetReport.to_json()``, the document of record (docs/reports.md);
 - ``terminal``: :func:`clusterkit.report.terminal.render_terminal`, for people;
-- ``junit``: :func:`clusterkit.report.junit.render_junit`, for CI.
+- ``junit``: :func:`clusterkit.report.junit.render_junit`, for CI;
+- ``html``: :func:`clusterkit.report.html.render_html`, one self-contained page for a browser.
 
 Each sink is imported only when it is used.
 """
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Optional
 if TYPE_CHECKING:  # pragma: no cover
     from clusterkit.models import FleetReport
 
-FORMATS = ("json", "junit", "terminal")
+FORMATS = ("json", "junit", "terminal", "html")
 
 
 def render(report: "FleetReport", fmt: str) -> str:
@@ -30,6 +31,10 @@ def render(report: "FleetReport", fmt: str) -> str:
         from clusterkit.report.terminal import render_terminal
 
         return render_terminal(report, color=False)
+    if fmt == "html":
+        from clusterkit.report.html import render_html
+
+        return render_html(report)
     from clusterkit.errors import UsageError
 
     raise UsageError(f"unknown report format {fmt!r}; one of: {', '.join(FORMATS)}")

@@ -441,7 +441,7 @@ def test_json_round_trip_equals():
 
 def test_write_report_formats(tmp_path):
     report = build_report()
-    assert FORMATS == ("json", "junit", "terminal")
+    assert FORMATS == ("json", "junit", "terminal", "html")
     path = tmp_path / "out.xml"
     text = write_report(report, "junit", str(path))
     assert path.read_text(encoding="utf-8") == text == render_junit(report)
@@ -449,8 +449,8 @@ def test_write_report_formats(tmp_path):
     js = write_report(report, "json")
     assert FleetReport.model_validate_json(js) == report
     assert render(report, "terminal").splitlines()[-1].endswith("— exit 1")
-    with pytest.raises(UsageError, match="unknown report format 'html'"):
-        write_report(report, "html")
+    with pytest.raises(UsageError, match="unknown report format 'pdf'"):
+        write_report(report, "pdf")
     with pytest.raises(UsageError, match="cannot write report"):
         write_report(report, "json", str(tmp_path / "missing" / "r.json"))
 
