@@ -256,6 +256,9 @@ def _watch_lifeline(on_close: Any) -> None:
 #: node-check --healthcheck's deadline when --deadline is not given (seconds; Slurm kills the
 #: HealthCheckProgram at 60, and a hung mount must not hold it that long)
 HEALTHCHECK_DEADLINE = 10.0
+#: node-check --format influx's deadline when --deadline is not given: inside Telegraf's default
+#: inputs.exec timeout (5 s), with room for the interpreter and the output
+INFLUX_DEADLINE = 4.0
 
 # Nagios plugin exit codes and states (Nagios Plugin API)
 NAGIOS_OK, NAGIOS_WARNING, NAGIOS_CRITICAL, NAGIOS_UNKNOWN = 0, 1, 2, 3
@@ -408,6 +411,10 @@ def _healthcheck_selection(items: Optional[list[str]]) -> Any:
               help="With --healthcheck: only report; do not drain or resume the node.")
 @click.option("--dry-run", "dry_run", is_flag=True,
               help="With --healthcheck: say what would be done in Slurm, change nothing.")
+@click.option("--format", "out_format", type=click.Choice(["text", "json", "influx"]), default=None,
+              help="Output: text (default), json (= --json), or influx: InfluxDB line protocol for "
+                   "Telegraf's inputs.exec (data_format = \"influx\"): exit 0 whenever it measured (health is "
+                   "in the fields), --deadline 4 unless given, and on SIGTERM what was measured so far.")
 @click.option("--nagios", is_flag=True,
               help="Print one Nagios plugin line (OK/WARNING/CRITICAL/UNKNOWN with perfdata) and exit "
                    "0/1/2/3 as Nagios expects (a usage error is UNKNOWN, 3).")
@@ -416,7 +423,7 @@ def node_check_cmd(profile: str | None, checks: tuple[str, ...], as_json: bool, 
                    lifeline: bool, ib_bw: bool = False, xid_window: Optional[float] = None,
                    storage_bench: bool = False, weights_dir: Optional[str] = None, stress: bool = False,
                    healthcheck: bool = False, cache_max_age: float = 168.0, no_slurm_action: bool = False,
-                   dry_run: bool = False, nagios: bool = False) -> int:
+                   dry_run: bool = False, nagios: bool = False, out_format: Optional[str] = None) -> int:
     """Check this node's hardware against a profile (runs on the node itself).
 
     Exit 0 healthy, 1 a check failed, 3 a check could not run, 2 bad input.
@@ -445,8 +452,14 @@ def node_check_cmd(profile: str | None, checks: tuple[str, ...], as_json: bool, 
             raise UsageError(f"{', '.join(alone)} only {'goes' if len(alone) == 1 else 'go'} with --healthcheck")
     if dry_run and no_slurm_action:
         raise UsageError("--dry-run and --no-slurm-action exclude each other")
-    if nagios and as_json:
-        raise UsageError("--nagios and --json exclude each other")
+    if out_format is not None and as_json and out_format != "json":
+        raise UsageError(f"--json and --format {out_format} exclude each other")
+    as_json = as_json or out_format == "json"
+    influx = out_format == "influx"
+    if nagios and (as_json or influx):
+        raise UsageError(f"--nagios and {'--json' if as_json else '--format influx'} exclude each other")
+    if influx and given("deadline") is ParameterSource.DEFAULT:
+        deadline = INFLUX_DEADLINE
     if healthcheck and given("deadline") is ParameterSource.DEFAULT:
         deadline = HEALTHCHECK_DEADLINE
     from clusterkit.models import NODE_SCHEMA, NodeReport, NodeStatus
@@ -473,6 +486,15 @@ def node_check_cmd(profile: str | None, checks: tuple[str, ...], as_json: bool, 
             os._exit(EXIT_INTERRUPTED)
 
         _watch_lifeline(gone)
+    if influx:
+        import signal
+
+        def stop_now(_sig: int, _frame: Any) -> None:
+            # Telegraf's timeout: end the probes now and print what was measured (runner.py
+            # watches the deadline while it waits)
+            ctx.deadline = time.monotonic()
+
+        signal.signal(signal.SIGTERM, stop_now)
     filters = selection.filters or []
     if not healthcheck:  # (--healthcheck asks for no opt-in check, even one --checks names: its verdict is cached)
         if ib_bw or "ib.write_bw" in filters:  # naming the check asks for it too
@@ -510,6 +532,14 @@ def node_check_cmd(profile: str | None, checks: tuple[str, ...], as_json: bool, 
     if nagios:
         line, rc = _nagios_line(report, checked_s)
         click.echo(line)
+    elif influx:
+        from clusterkit.telemetry.lineproto import encode_line
+        from clusterkit.telemetry.points import node_points
+
+        # no timestamps: Telegraf stamps the points when it collects them
+        out = [encode_line(p.measurement, p.tags, p.fields, None)
+               for p in node_points(report, profile=prof.name, job_id=os.environ.get("SLURM_JOB_ID") or None)]
+        click.echo("\n".join(line for line in out if line))
     elif as_json:
         import json
 
@@ -524,7 +554,9 @@ def node_check_cmd(profile: str | None, checks: tuple[str, ...], as_json: bool, 
         n = len(report.checks)
         click.echo(f"{report.node}: {report.status.value} ({n} checks, profile {prof.name}, "
                    f"{report.duration_s:.2f}s)")
-    if not nagios:
+    if influx:
+        rc = EXIT_OK  # it measured: Telegraf drops every line of a command that exits non-zero
+    elif not nagios:
         rc = {NodeStatus.PASS: EXIT_OK, NodeStatus.WARN: EXIT_OK, NodeStatus.FAIL: EXIT_FAIL}.get(
             report.status, EXIT_INCOMPLETE)
     if action is not None and action.action != "none":
@@ -552,6 +584,12 @@ def _exit_now(rc: int) -> None:
 
 
 # --------------------------------------------------------------------------- validate
+def _telemetry_options(f: Any) -> Any:
+    from clusterkit.telemetry.cli import telemetry_options
+
+    return telemetry_options(f)
+
+
 def _check_writable(path: str, option: str) -> None:
     """Refuse (exit 2, before the run) an output path that cannot be written."""
     from clusterkit.errors import UsageError
@@ -681,6 +719,7 @@ def _echo_stdout(text: str) -> bool:
                    "nodes that pass are released from it.")
 @click.option("--slurm-backend", "slurm_backend", type=click.Choice(["auto", "cli", "pyslurm"]), default="auto",
               show_default=True, help="How to talk to Slurm: its commands (cli) or pyslurm where it imports.")
+@_telemetry_options
 def validate_cmd(sim: str | None, nodes: tuple[str, ...], inventory: str | None, exclude: tuple[str, ...],
                  profile: str | None, checks: tuple[str, ...], transport_name: str | None,
                  ssh_config: str | None, user: str | None, identity: str | None, accept_new_hostkeys: bool,
@@ -691,7 +730,7 @@ def validate_cmd(sim: str | None, nodes: tuple[str, ...], inventory: str | None,
                  partition: Optional[str] = None, include_drained: bool = False, via: str = "ssh",
                  slurm_gres: Optional[str] = None, drain: bool = False, dry_run: bool = False,
                  force: bool = False, drain_limit: str = "10%", hold_reservation: Optional[str] = None,
-                 slurm_backend: str = "auto") -> int:
+                 slurm_backend: str = "auto", telemetry: Any = None) -> int:
     """Validate nodes: run node-check on each (over SSH, or locally with --sim) and report.
 
     Exit 0 all healthy, 1 a node failed, 2 usage/config error, 3 incomplete (unreachable
@@ -725,6 +764,7 @@ def validate_cmd(sim: str | None, nodes: tuple[str, ...], inventory: str | None,
     extra_args = (["--ib-bw"] if ib_bw else []) + (["--storage-bench"] if storage_bench else []) + \
         (["--weights-dir", weights_dir] if weights_dir is not None else []) + (["--stress"] if stress else [])
     _check_outputs((output, "--output"), (junit, "--junit"), (html, "--html"))
+    telemetry_settings = telemetry.settings() if telemetry is not None else None  # bad options: exit 2 now
     baseline_obj: Any = None
     if baseline_spec is not None:  # an unknown name or a bad file: exit 2 before any node is contacted
         from clusterkit import baseline as baselines
@@ -872,6 +912,9 @@ def validate_cmd(sim: str | None, nodes: tuple[str, ...], inventory: str | None,
             write_report(report, fmt, target)
         except ClusterkitError as e:
             _err(f"{opt}: {e} (the verdict below stands)")
+    from clusterkit.telemetry.cli import send_after_run
+
+    send_after_run(report, telemetry_settings, warn=_warn)  # store trouble: warnings, never the verdict
     if as_json and not output:
         _echo_stdout(report.to_json() + "\n")
     else:
@@ -1036,8 +1079,10 @@ def _slurm_lines(report: Any, *, dry_run: bool) -> list[str]:
 # --------------------------------------------------------------------------- slurm
 def _add_slurm_group() -> None:
     from clusterkit.slurm.cli import slurm_group
+    from clusterkit.telemetry.cli import telemetry_group
 
     cli.add_command(slurm_group)
+    cli.add_command(telemetry_group)
 
 
 _add_slurm_group()

@@ -90,7 +90,9 @@ def run_node_check(profile: Profile, checks: Union[Selection, list[str], None] =
     for t in workers:
         t.start()
     for t in workers:
-        t.join(max(0.0, ctx.deadline - time.monotonic()))
+        # in slices: the deadline may be brought forward while we wait (SIGTERM from Telegraf)
+        while t.is_alive() and time.monotonic() < ctx.deadline:
+            t.join(min(0.25, max(0.0, ctx.deadline - time.monotonic())))
     timed_out = any(t.is_alive() for t in workers)
     if timed_out:
         ctx.procs.kill_all()  # tools a stuck probe started

@@ -219,3 +219,54 @@ def slurm_cluster(slurm_cluster_factory: Callable[..., SlurmCluster]) -> Iterato
     finally:
         cluster.stop()
         shutil.rmtree(cluster.root, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------- VictoriaMetrics
+# A real VictoriaMetrics on 127.0.0.1 (tests/infra/vmstore.py), one per test, in its own temp
+# data dir; the port follows the pytest-xdist worker (gwN -> 18400 + 20*N, first free slot):
+#
+#     def test_arrival(vmstore):
+#         emit(report, url=vmstore.url, org="o", bucket="b", spool_dir=...)
+#         rows = vmstore.export('{__name__="gpu_value"}', expect=16)
+#         vmstore.stop(); vmstore.start()      # an outage, same data
+
+from tests.infra.vmstore import VictoriaMetrics  # noqa: E402
+from tests.infra.vmstore import unavailable_reason as _vm_skip_reason  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def vm_available() -> None:
+    """Skip unless the victoria-metrics binary is installed."""
+    reason = _vm_skip_reason()
+    if reason:
+        pytest.skip(reason)
+
+
+@pytest.fixture
+def vmstore_factory(vm_available: None, tmp_path_factory: pytest.TempPathFactory
+                    ) -> Iterator[Callable[..., VictoriaMetrics]]:
+    """make(**VictoriaMetrics options) -> a started VictoriaMetrics; all stopped (by PID) after
+    the test."""
+    stores: list[VictoriaMetrics] = []
+
+    def make(**options: Any) -> VictoriaMetrics:
+        used = [s.port for s in stores]
+        from tests.infra.vmstore import free_port
+
+        vm = VictoriaMetrics(tmp_path_factory.mktemp("vm") / "data", port=options.pop("port", None)
+                             or free_port(exclude=used), **options)
+        stores.append(vm)
+        vm.start()
+        return vm
+
+    try:
+        yield make
+    finally:
+        for vm in reversed(stores):
+            vm.stop()
+
+
+@pytest.fixture
+def vmstore(vmstore_factory: Callable[..., VictoriaMetrics]) -> VictoriaMetrics:
+    """A started VictoriaMetrics of this test's own."""
+    return vmstore_factory()
