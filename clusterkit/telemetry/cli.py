@@ -312,6 +312,12 @@ def replay_cmd(include_rejected: bool, **options: Any) -> int:
     return EXIT_OK if waiting == 0 and not r.rejected_files and not r.warnings else EXIT_INCOMPLETE
 
 
-# telegraf-config: ``clusterkit telemetry telegraf-config`` (a Telegraf configuration with
-# inputs.exec running ``clusterkit node-check --influx`` and the influx parser told
-# milliseconds) is added here, as ``@telemetry_group.command("telegraf-config")``.
+# ``clusterkit telemetry telegraf-config``: a Telegraf configuration whose inputs.exec runs
+# ``clusterkit node-check --format influx`` (clusterkit/telemetry/cli_telegraf.py)
+def _add_telegraf_config() -> None:
+    from clusterkit.telemetry.cli_telegraf import telegraf_config_cmd
+
+    telemetry_group.add_command(telegraf_config_cmd)
+
+
+_add_telegraf_config()
