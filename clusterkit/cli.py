@@ -35,7 +35,31 @@ def _warn(message: str) -> None:
         pass
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _LazyGroup(click.Group):
+    """Command groups that live in their own packages (slurm, telemetry, deploy) are imported only
+    when one of their commands runs or the help lists them: node-check, which Slurm and Telegraf
+    start every few minutes on every node, never pays for them."""
+
+    lazy: dict[str, str] = {
+        "deploy": "clusterkit.deploy.cli:deploy_group",
+        "slurm": "clusterkit.slurm.cli:slurm_group",
+        "telemetry": "clusterkit.telemetry.cli:telemetry_group",
+    }
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> Optional[click.Command]:
+        if cmd_name in self.lazy:
+            import importlib
+
+            module, _, attr = self.lazy[cmd_name].partition(":")
+            cmd: click.Command = getattr(importlib.import_module(module), attr)
+            return cmd
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="clusterkit")
 def cli() -> None:
     """Validate GPU fleets over SSH and keep only healthy nodes in service."""
@@ -912,6 +936,13 @@ def validate_cmd(sim: str | None, nodes: tuple[str, ...], inventory: str | None,
             write_report(report, fmt, target)
         except ClusterkitError as e:
             _err(f"{opt}: {e} (the verdict below stands)")
+    if not report.summary.interrupted:  # every node's verdict, for `deploy serve`'s health gate
+        from clusterkit import ledger
+
+        try:
+            ledger.record(report)
+        except ClusterkitError as e:
+            _warn(f"{e} (deploy serve will not see this run's verdicts)")
     from clusterkit.telemetry.cli import send_after_run
 
     send_after_run(report, telemetry_settings, warn=_warn)  # store trouble: warnings, never the verdict
@@ -1074,18 +1105,6 @@ def _slurm_lines(report: Any, *, dry_run: bool) -> list[str]:
             lines.append(f"  {sk.node:{width}}  {sk.state or '?'}{why}: {sk.why}")
     lines += format_actions(report.actions, dry_run=dry_run)
     return lines
-
-
-# --------------------------------------------------------------------------- slurm
-def _add_slurm_group() -> None:
-    from clusterkit.slurm.cli import slurm_group
-    from clusterkit.telemetry.cli import telemetry_group
-
-    cli.add_command(slurm_group)
-    cli.add_command(telemetry_group)
-
-
-_add_slurm_group()
 
 
 # --------------------------------------------------------------------------- baseline
