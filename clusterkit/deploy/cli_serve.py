@@ -54,6 +54,12 @@ def _socket_ifnames(inventory: Optional[str]) -> dict[str, str]:
     return {n.name: n.labels["socket_ifname"] for n in load_inventory(inventory) if n.labels.get("socket_ifname")}
 
 
+def _store_options(f: Any) -> Any:
+    from clusterkit.telemetry.cli import store_options
+
+    return store_options(f)
+
+
 @click.command("serve", context_settings={"ignore_unknown_options": False})
 @click.option("--engine", type=click.Choice(["vllm", "sglang"]), default="vllm", show_default=True,
               help="The inference engine.")
@@ -116,6 +122,7 @@ def _socket_ifnames(inventory: Optional[str]) -> dict[str, str]:
 @click.option("--env", "env_items", multiple=True, metavar="NAME=VALUE", help="Export this in the job (repeatable).")
 @click.option("--state-dir", metavar="DIR", envvar="CLUSTERKIT_STATE_DIR", help=_STATE_DIR_HELP)
 @click.argument("engine_args", nargs=-1, type=click.UNPROCESSED)
+@_store_options
 def serve_cmd(engine: str, model: str, tp: Optional[int], pp: Optional[int], replicas: Optional[int],
               gpus_per_node: int, gpu_mem_gib: Optional[float], config_spec: Optional[str], ray_mode: bool, partition: Optional[str], nodes_expr: Optional[str],
               name: Optional[str], served_model_name: Optional[str], engine_command: Optional[str],
@@ -124,7 +131,7 @@ def serve_cmd(engine: str, model: str, tp: Optional[int], pp: Optional[int], rep
               weights_gb: Optional[float], log_dir: Optional[str], http_port: int, master_port: int,
               ray_port: int, port_span: int, time_limit: Optional[str], account: Optional[str],
               reservation: Optional[str], env_items: tuple[str, ...], state_dir: Optional[str],
-              engine_args: tuple[str, ...]) -> int:
+              engine_args: tuple[str, ...], telemetry: Any = None) -> int:
     """Serve a model on validated nodes through Slurm, and wait until it answers.
 
     One sbatch job per replica, one task per node: vLLM's native multi-node mode (default),
@@ -155,6 +162,7 @@ def serve_cmd(engine: str, model: str, tp: Optional[int], pp: Optional[int], rep
     if ray_mode and engine != "vllm":
         raise UsageError("--ray is for vLLM only")
     verdicts = merge(last_verdicts(state_dir), verdicts_from_files(reports))
+    settings = telemetry.settings() if telemetry is not None else None  # bad options: exit 2 before anything
 
     backend = None
     slurm_nodes = None
@@ -194,10 +202,12 @@ def serve_cmd(engine: str, model: str, tp: Optional[int], pp: Optional[int], rep
         dep = srv.watch(dep, backend, deadline_s=plan.deadline_s, alloc_timeout=req.alloc_timeout,
                         echo=progress, state_dir=state_dir)
     except srv.ServeFailed as e:
+        _send_metrics(dep, plan, settings)
         if as_json:
             out(json.dumps({"plan": plan.to_dict(), "deployment": dep.model_dump(), "ready": False,
                             "error": str(e)}, indent=2))
         raise
+    _send_metrics(dep, plan, settings)
     endpoints = [f"{r.endpoint}/v1" for r in dep.replicas if r.endpoint]
     if as_json:
         out(json.dumps({"plan": plan.to_dict(), "deployment": dep.model_dump(), "ready": True,
@@ -211,6 +221,18 @@ def serve_cmd(engine: str, model: str, tp: Optional[int], pp: Optional[int], rep
             out(f"  {url}")
         out(f"status: clusterkit deploy status {dep.name}; stop: clusterkit deploy stop {dep.name}")
     return 0
+
+
+def _send_metrics(dep: Any, plan: Any, settings: Any) -> None:
+    """Time to ready, rank failures and KV-cache tokens to the metrics store (--influx-url):
+    the schema of docs/metrics.md, measurement clusterkit_deploy. Store trouble: a warning."""
+    if settings is None or settings.url is None:
+        return
+    from clusterkit.deploy.metrics import deploy_lines
+    from clusterkit.telemetry.cli import send_lines
+
+    send_lines(deploy_lines(dep, kv_tokens=plan.kv_tokens, string_fields=settings.string_fields), settings,
+               warn=lambda m: click.echo(f"clusterkit: warning: {m}", err=True))
 
 
 def _select(names: tuple[str, ...], show_all: bool, state_dir: Optional[str], *, default_live: bool) -> list[Any]:

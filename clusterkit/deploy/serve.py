@@ -207,6 +207,7 @@ class ServePlan:
     deadline_s: float
     deadline_why: str
     notes: list[str] = field(default_factory=list)
+    kv_tokens: Optional[int] = None  # the planner's KV-cache size per replica, when it ran
 
     def lines(self) -> list[str]:
         r = self.request
@@ -267,7 +268,8 @@ def planner_defaults(req: ServeRequest, nodes: Optional[int]) -> Optional[dict[s
         return None
     got = plan(req.config or req.model, gpus_per_node=req.gpus_per_node, gpu_mem_gib=req.gpu_mem_gib,
                engine=req.engine, nodes=nodes or None)
-    out = {"tp": got.tp, "pp": got.pp, "replicas": got.replicas, "nodes_per_replica": got.nodes_per_replica}
+    out = {"tp": got.tp, "pp": got.pp, "replicas": got.replicas, "nodes_per_replica": got.nodes_per_replica,
+           "kv_tokens": got.kv_tokens}
     size = getattr(got, "params", 0) * getattr(got, "weight_bytes", 0)
     if size > 0:
         out["weights_bytes"] = int(size)
@@ -330,6 +332,7 @@ def make_plan(req: ServeRequest, *, verdicts: Mapping[str, "Verdict"],
     result = gate.decide(candidates, verdicts, slurm_map, now=now or _dt.datetime.now(_dt.timezone.utc),
                          max_age_h=req.max_age_h, force=req.force, partition=req.partition)
     planned = planner_defaults(req, len(result.allowed))
+    kv_tokens = (planned or {}).get("kv_tokens")
     if planned:
         notes.append(f"layout from the planner (--gpu-mem-gib {req.gpu_mem_gib:g}, {len(result.allowed)} healthy "
                      f"node(s)): tp {planned['tp']} x pp {planned['pp']}"
@@ -391,7 +394,8 @@ def make_plan(req: ServeRequest, *, verdicts: Mapping[str, "Verdict"],
             values["ray_command"] = list(req.ray_command)
         params.append(make_params(**values))
     return ServePlan(request=req, name=name, tp=tp, pp=pp, replicas=replicas, nodes_per_replica=per, gate=result,
-                     groups=groups, params=params, deadline_s=deadline, deadline_why=why, notes=notes)
+                     groups=groups, params=params, deadline_s=deadline, deadline_why=why, notes=notes,
+                     kv_tokens=kv_tokens if planned and planned.get("tp") == tp and planned.get("pp") == pp else None)
 
 
 # --------------------------------------------------------------------------- Slurm views

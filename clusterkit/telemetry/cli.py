@@ -170,6 +170,34 @@ def telemetry_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return _apply(wrapper, [*_store_options(VALIDATE_TIMEOUT_S), prom])
 
 
+def store_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """The store and spool options alone (no textfile), as ``telemetry: TelemetryOptions``: for
+    commands whose metrics are not a report's (``deploy serve``)."""
+
+    @functools.wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        kwargs["telemetry"] = TelemetryOptions(**{k: kwargs.pop(k) for k in _FIELDS if k in kwargs})
+        return f(*args, **kwargs)
+
+    return _apply(wrapper, _store_options(VALIDATE_TIMEOUT_S))
+
+
+def send_lines(lines: list[str], settings: Optional[TelemetrySettings],
+               warn: Callable[[str], None] = _warn) -> Optional["EmitResult"]:
+    """Send lines already built (replay + write + spool, as after a validation); every problem
+    is one ``warn`` line, nothing raises. None when there is no store."""
+    if settings is None or settings.url is None or not lines:
+        return None
+    from clusterkit.telemetry.emit import emit_lines
+
+    result = emit_lines(lines, url=settings.url, org=settings.org, bucket=settings.bucket, token=settings.token,
+                        spool_dir=settings.spool_dir, deadline_s=settings.timeout_s,
+                        spool_max_bytes=settings.spool_max_bytes)
+    for line in result.warnings:
+        warn(line)
+    return result
+
+
 def send_after_run(report: "FleetReport", settings: Optional[TelemetrySettings],
                    warn: Callable[[str], None] = _warn) -> Optional["EmitResult"]:
     """What ``validate`` calls once the report is final (files written): the textfile, then
