@@ -8,7 +8,6 @@ purpose, run these tests with CLUSTERKIT_UPDATE_GOLDEN=1 and review the diff.
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import shlex
@@ -23,6 +22,7 @@ import pytest
 from clusterkit.errors import UsageError
 from clusterkit.slurm import templates
 from clusterkit.slurm.templates import render, shq, shq_join
+from tests.infra import golden
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "slurm"
 BUILTIN_DIR = Path(templates.__file__).resolve().parent / "templates"
@@ -63,19 +63,7 @@ CASES: dict[str, tuple[str, dict[str, Any]]] = {
 
 
 def check_golden(name: str, text: str, directory: Path = GOLDEN) -> None:
-    """``text`` must equal ``directory/name.sh``; CLUSTERKIT_UPDATE_GOLDEN=1 writes it instead."""
-    path = directory / f"{name}.sh"
-    if os.environ.get("CLUSTERKIT_UPDATE_GOLDEN") == "1":
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-        return
-    if not path.is_file():
-        pytest.fail(f"golden file {path.name} is missing: write it with CLUSTERKIT_UPDATE_GOLDEN=1 and review it")
-    expected = path.read_text(encoding="utf-8")
-    if text != expected:
-        diff = "".join(difflib.unified_diff(expected.splitlines(keepends=True), text.splitlines(keepends=True),
-                                            f"golden/{path.name}", "rendered"))
-        pytest.fail(f"{path.name} differs from the rendered script (CLUSTERKIT_UPDATE_GOLDEN=1 rewrites it):\n{diff}")
+    golden.check_golden(name, text, directory, ".sh")
 
 
 def rendered(case: str) -> str:

@@ -8,7 +8,6 @@ on purpose, run these tests with CLUSTERKIT_UPDATE_GOLDEN=1 and review the diff.
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import shutil
@@ -32,6 +31,7 @@ from clusterkit.telemetry import telegraf
 from clusterkit.telemetry.cli_telegraf import telegraf_config_cmd
 from clusterkit.telemetry.telegraf import (FILTERS, TelegrafParams, make_params, render_telegraf_config, toml_array,
                                            toml_basic, toml_bool, toml_key, toml_str)
+from tests.infra import golden
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 GOLDEN = ROOT / "tests" / "golden" / "telemetry"
@@ -70,19 +70,7 @@ CASES: dict[str, dict[str, Any]] = {
 
 
 def check_golden(name: str, text: str, directory: Path = GOLDEN) -> None:
-    """``text`` must equal ``directory/name.conf``; CLUSTERKIT_UPDATE_GOLDEN=1 writes it instead."""
-    path = directory / f"{name}.conf"
-    if os.environ.get("CLUSTERKIT_UPDATE_GOLDEN") == "1":
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-        return
-    if not path.is_file():
-        pytest.fail(f"golden file {path.name} is missing: write it with CLUSTERKIT_UPDATE_GOLDEN=1 and review it")
-    expected = path.read_text(encoding="utf-8")
-    if text != expected:
-        diff = "".join(difflib.unified_diff(expected.splitlines(keepends=True), text.splitlines(keepends=True),
-                                            f"golden/{path.name}", "rendered"))
-        pytest.fail(f"{path.name} differs from the rendered config (CLUSTERKIT_UPDATE_GOLDEN=1 rewrites it):\n{diff}")
+    golden.check_golden(name, text, directory, ".conf")
 
 
 def rendered(case: str) -> str:
