@@ -310,27 +310,11 @@ def packaged_source() -> str:
 
 def _main(argv: list[str]) -> int:
     import os
-    import sys
 
-    if argv not in (["--write-packaged"], ["--check-packaged"]):
-        print("usage: python -m clusterkit.config --write-packaged | --check-packaged", file=sys.stderr)
-        return 2
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_packaged_yaml.py")
-    text = packaged_source()
-    try:
-        with open(path, encoding="utf-8") as fh:
-            same = fh.read() == text
-    except OSError:
-        same = False
-    if argv == ["--check-packaged"]:
-        if not same:
-            print(f"{PACKAGED_MODULE} is out of date: run `{WRITE_PACKAGED}`", file=sys.stderr)
-        return 0 if same else 1
-    if not same:
-        with open(path, "w", encoding="utf-8") as fh:
-            fh.write(text)
-    print(f"{PACKAGED_MODULE}: {'unchanged' if same else 'written'}")
-    return 0
+    from clusterkit._generated import write_or_check
+
+    return write_or_check(argv, what="packaged", command="python -m clusterkit.config",
+                          path=os.path.join(os.path.dirname(os.path.abspath(__file__)), "_packaged_yaml.py"), shown=PACKAGED_MODULE, source=packaged_source)
 
 
 if __name__ == "__main__":  # pragma: no cover - the command itself is run by its test

@@ -205,27 +205,11 @@ def index_source() -> str:
 
 def _main(argv: list[str]) -> int:
     import os
-    import sys
 
-    if argv not in (["--write-index"], ["--check-index"]):
-        print("usage: python -m clusterkit.validate.registry --write-index | --check-index", file=sys.stderr)
-        return 2
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_index.py")
-    text = index_source()
-    try:
-        with open(path, encoding="utf-8") as fh:
-            same = fh.read() == text
-    except OSError:
-        same = False
-    if argv == ["--check-index"]:
-        if not same:
-            print(f"{INDEX_PATH} is out of date: run `{WRITE_INDEX}`", file=sys.stderr)
-        return 0 if same else 1
-    if not same:
-        with open(path, "w", encoding="utf-8") as fh:
-            fh.write(text)
-    print(f"{INDEX_PATH}: {'unchanged' if same else 'written'}")
-    return 0
+    from clusterkit._generated import write_or_check
+
+    return write_or_check(argv, what="index", command="python -m clusterkit.validate.registry",
+                          path=os.path.join(os.path.dirname(os.path.abspath(__file__)), "_index.py"), shown=INDEX_PATH, source=index_source)
 
 
 if __name__ == "__main__":  # pragma: no cover - the command itself is run by its test
