@@ -17,6 +17,7 @@ import click
 
 from clusterkit import __version__
 from clusterkit.errors import ClusterkitError
+from clusterkit.lazygroup import LazyGroup
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INCOMPLETE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 
@@ -35,31 +36,9 @@ def _warn(message: str) -> None:
         pass
 
 
-class _LazyGroup(click.Group):
-    """Command groups that live in their own packages (slurm, telemetry, deploy) are imported only
-    when one of their commands runs or the help lists them: node-check, which Slurm and Telegraf
-    start every few minutes on every node, never pays for them."""
-
-    lazy: dict[str, str] = {
-        "deploy": "clusterkit.deploy.cli:deploy_group",
-        "slurm": "clusterkit.slurm.cli:slurm_group",
-        "telemetry": "clusterkit.telemetry.cli:telemetry_group",
-    }
-
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted({*super().list_commands(ctx), *self.lazy})
-
-    def get_command(self, ctx: click.Context, cmd_name: str) -> Optional[click.Command]:
-        if cmd_name in self.lazy:
-            import importlib
-
-            module, _, attr = self.lazy[cmd_name].partition(":")
-            cmd: click.Command = getattr(importlib.import_module(module), attr)
-            return cmd
-        return super().get_command(ctx, cmd_name)
-
-
-@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+             lazy={"deploy": "clusterkit.deploy.cli:deploy_group", "slurm": "clusterkit.slurm.cli:slurm_group",
+                   "telemetry": "clusterkit.telemetry.cli:telemetry_group"})
 @click.version_option(__version__, prog_name="clusterkit")
 def cli() -> None:
     """Validate GPU fleets over SSH and keep only healthy nodes in service."""
@@ -760,8 +739,6 @@ def validate_cmd(sim: str | None, nodes: tuple[str, ...], inventory: str | None,
     Exit 0 all healthy, 1 a node failed, 2 usage/config error, 3 incomplete (unreachable
     nodes or checks that could not run, no failure), 4 internal error, 130 interrupted.
     """
-    import shlex
-
     from clusterkit import inventory as inv
     from clusterkit.errors import UsageError
     from clusterkit.profiles import load_profile
@@ -878,13 +855,7 @@ def validate_cmd(sim: str | None, nodes: tuple[str, ...], inventory: str | None,
         env = {"CLUSTERKIT_SIM": sim if sim == "builtin" else os.path.abspath(str(sim))} if fleet is not None else {}
         transport = SrunTransport(partition=partition, gres=gres, env=env, job_name="clusterkit-validate",
                                   reservation=hold_reservation if not dry_run else None)
-        if fleet is not None:
-            remote = [sys.executable, "-m", "clusterkit"]
-        else:
-            try:
-                remote = shlex.split(remote_command)
-            except ValueError as e:
-                raise UsageError(f"--remote-command: {e}") from None
+        remote = [sys.executable, "-m", "clusterkit"] if fleet is not None else _remote_argv(remote_command)
     else:
         transport, remote = controller_transport(
             sim=sim, transport_name=transport_name or inv_transport or DEFAULT_TRANSPORT, ssh_config=ssh_config,
@@ -979,10 +950,6 @@ def controller_transport(*, sim: Optional[str], transport_name: str, ssh_config:
                          accept_new_hostkeys: bool, remote_command: str) -> tuple[Any, list[str]]:
     """How the controller reaches nodes: simulated nodes run locally (``--sim``), others over
     SSH. The transport and the argv that starts clusterkit on a node."""
-    import shlex
-
-    from clusterkit.errors import UsageError
-
     if sim is not None:
         from clusterkit.transport.local import LocalTransport
 
@@ -991,15 +958,24 @@ def controller_transport(*, sim: Optional[str], transport_name: str, ssh_config:
                 [sys.executable, "-m", "clusterkit"])
     from clusterkit.transport import make_transport
 
-    transport = make_transport(transport_name, ssh_config=ssh_config, user=user, identity=identity,
-                               connect_timeout=connect_timeout, accept_new=accept_new_hostkeys)
+    remote = _remote_argv(remote_command)
+    return make_transport(transport_name, ssh_config=ssh_config, user=user, identity=identity,
+                          connect_timeout=connect_timeout, accept_new=accept_new_hostkeys), remote
+
+
+def _remote_argv(remote_command: str) -> list[str]:
+    """--remote-command as an argv (how clusterkit starts on a node)."""
+    import shlex
+
+    from clusterkit.errors import UsageError
+
     try:
         remote = shlex.split(remote_command)
     except ValueError as e:
         raise UsageError(f"--remote-command: {e}") from None
     if not remote:
         raise UsageError("--remote-command is empty")
-    return transport, remote
+    return remote
 
 
 def _check_slurm_options(*, drain: bool, dry_run: bool, force: bool, drain_limit: str,

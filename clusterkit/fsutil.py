@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 from typing import Any, Optional
 
@@ -28,6 +29,21 @@ def write_atomic(path: str, text: str, *, mode: int = 0o644, prefix: str = ".clu
         except OSError:
             pass
         raise
+
+
+def emit_text(text: str, out: Optional[str], option: str = "-o") -> None:
+    """A rendered file: to stdout, or written atomically to ``out`` (OutputError, one line, when
+    it cannot be)."""
+    if out is None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    try:
+        write_atomic(out, text)
+    except OSError as e:
+        from clusterkit.errors import OutputError
+
+        raise OutputError(f"{option} {out}: cannot write: {e.strerror or e}") from None
 
 
 def last_json_object(text: str) -> Optional[dict[str, Any]]:

@@ -70,9 +70,7 @@ def plan_drains(report: FleetReport, states: Mapping[str, SlurmNode], *, pool_si
             if not fails:
                 continue
             prev = reasons.parse(st.reason) if st is not None and st.drained else None
-            kept = [sel for sel in (prev.selectors if prev else ())
-                    if not any(c.check == sel or c.check.startswith(sel + ".") for c in node.checks)]
-            want = reasons.make(fails, also=kept)
+            want = reasons.make(fails, also=reasons.not_rechecked(node.checks, prev.selectors) if prev else ())
             if st is None:
                 actions.append(SlurmAction(node=node.node, action="not-in-slurm", reason_after=want,
                                            message="Slurm does not know this node: not drained"))

@@ -168,6 +168,14 @@ class CliBackend:
                              "(a login or controller node)")
         return found
 
+    def available(self, tool: str = "scontrol") -> bool:
+        """Whether Slurm's ``tool`` can be found (PATH, then Slurm's usual directories)."""
+        try:
+            self._cmd(tool)
+        except SlurmError:
+            return False
+        return True
+
     def run(self, argv: list[str], *, stdin: Optional[bytes] = None, check: bool = True,
             timeout: Optional[float] = None) -> tuple[int, str, str]:
         """Run one Slurm command: (rc, stdout, stderr). A non-zero exit raises SlurmError (or

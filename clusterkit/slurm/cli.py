@@ -56,7 +56,6 @@ def resume_cmd(partition: Optional[str], nodes_expr: Optional[str], dry_run: boo
     from clusterkit.slurm import reason as reasons
     from clusterkit.slurm.actions import format_actions
     from clusterkit.slurm.backend import SlurmError, make_backend
-    from clusterkit.slurm.healthcheck import _covered
     from clusterkit.validate.controller import validate_fleet
 
     if not partition and not nodes_expr:
@@ -112,7 +111,7 @@ def resume_cmd(partition: Optional[str], nodes_expr: Optional[str], dry_run: boo
         base: dict[str, Any] = dict(state_before=n.state_text, reason_before=n.reason)
         if rep is None:
             continue
-        ok, why = _covered(rep, owned.selectors)
+        ok, why = reasons.covered(rep.checks, owned.selectors)
         if ok and rep.status.value in ("pass", "warn"):
             a = SlurmAction(node=n.name, action="resume", state_after=n.state_text.replace("+drain", ""),
                             reason_after=None, message=f"{','.join(owned.selectors)} pass again", **base)

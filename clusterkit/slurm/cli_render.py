@@ -135,7 +135,7 @@ def render_cmd(template: Optional[str], list_only: bool, template_dir: Optional[
 
     `clusterkit slurm render --list` lists the templates.
     """
-    from clusterkit.errors import OutputError, UsageError
+    from clusterkit.errors import UsageError
     from clusterkit.slurm import templates
 
     if list_only:
@@ -152,15 +152,9 @@ def render_cmd(template: Optional[str], list_only: bool, template_dir: Optional[
     script = _script_from(template, template_dir=template_dir, sets=sets, params_file=params_file, nodes=nodes,
                           partition=partition, time_limit=time_limit, gpus_per_node=gpus_per_node,
                           output_file=output_file)
-    if out is None:
-        click.echo(script, nl=False)
-        return 0
-    from clusterkit.fsutil import write_atomic
+    from clusterkit.fsutil import emit_text
 
-    try:
-        write_atomic(out, script)
-    except OSError as e:
-        raise OutputError(f"-o {out}: cannot write: {e.strerror or e}") from None
+    emit_text(script, out)
     return 0
 
 

@@ -32,23 +32,6 @@ class HealthAction:
     after: Optional[str] = None  # reason after
 
 
-def _covered(report: "NodeReport", selectors: tuple[str, ...]) -> tuple[bool, str]:
-    """Whether every selector of a drain reason ran in this report and passed (pass or warn)."""
-    for sel in selectors:
-        hits = [c for c in report.checks if c.check == sel or c.check.startswith(sel + ".")]
-        if not hits:
-            return False, f"{sel} did not run in this health check"
-        bad = [c for c in hits if c.status.value in ("fail", "error")]
-        if bad:
-            return False, f"{bad[0].check} is {bad[0].status.value}"
-    return True, ""
-
-
-def _not_rerun(report: "NodeReport", selectors: tuple[str, ...]) -> list[str]:
-    """The selectors of a previous drain that this report did not re-check."""
-    return [s for s in selectors if not any(c.check == s or c.check.startswith(s + ".") for c in report.checks)]
-
-
 def act(report: "NodeReport", *, node: Optional[str] = None, dry_run: bool = False,
         timeout: float = 10.0) -> HealthAction:
     """Drain or resume this node in Slurm according to ``report``; never raises.
@@ -69,22 +52,21 @@ def act(report: "NodeReport", *, node: Optional[str] = None, dry_run: bool = Fal
 
 def _act(report: "NodeReport", name: str, *, dry_run: bool, timeout: float) -> HealthAction:
     from clusterkit.slurm import reason as reasons
-    from clusterkit.slurm.backend import CliBackend, SlurmError
+    from clusterkit.slurm.actions import failures_of
+    from clusterkit.slurm.backend import CliBackend
 
     status = report.status.value
     backend = CliBackend(timeout=timeout)
-    try:
-        backend._cmd("scontrol")
-    except SlurmError:
+    if not backend.available("scontrol"):
         return HealthAction("no-slurm", f"{name}: scontrol not found: no Slurm action", node=name)
     st = backend.node(name)
     if st is None:
         return HealthAction("no-slurm", f"{name}: not a Slurm node: no Slurm action", node=name)
     would = "would " if dry_run else ""
     if status == "fail":
-        fails = [(c.check, c.subject, c.message) for c in report.checks if c.status.value == "fail"]
+        fails = failures_of(report)
         prev = reasons.parse(st.reason) if st.drained else None
-        want = reasons.make(fails, also=_not_rerun(report, prev.selectors) if prev else ())
+        want = reasons.make(fails, also=reasons.not_rechecked(report.checks, prev.selectors) if prev else ())
         if st.reason and not reasons.is_owned(st.reason):
             return HealthAction("left-alone", f"{name}: fail ({fails[0][0]}), but reason {st.reason!r} is "
                                               "someone else's: left alone", node=name, before=st.reason)
@@ -98,7 +80,7 @@ def _act(report: "NodeReport", name: str, *, dry_run: bool, timeout: float) -> H
     owned = reasons.parse(st.reason) if st.drained else None
     if status == "error" or owned is None:
         return HealthAction("none", f"{name}: {status}: nothing to change", node=name, before=st.reason)
-    ok, why = _covered(report, owned.selectors)
+    ok, why = reasons.covered(report.checks, owned.selectors)
     if not ok:
         return HealthAction("none", f"{name}: stays drained ({why}; `clusterkit slurm resume` re-runs "
                                     f"{','.join(owned.selectors)})", node=name, before=st.reason)

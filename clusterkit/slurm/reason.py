@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Iterable, Optional
+from typing import Any, Iterable, Optional
 
 PREFIX = "clusterkit:"
 #: the whole reason; group 1 the selectors, group 2 the detail
@@ -46,6 +46,30 @@ def parse(reason: Optional[str]) -> Optional[OwnedReason]:
         return None
     sels = tuple(s for s in m.group(1).split(",") if s)
     return OwnedReason(selectors=sels, detail=m.group(2)) if sels else None
+
+
+def not_rechecked(checks: Iterable[Any], selectors: Iterable[str]) -> list[str]:
+    """The selectors of an owned reason that no result in ``checks`` answers (did not run)."""
+    from clusterkit.validate.registry import matches
+
+    ran = [c.check for c in checks]
+    return [s for s in selectors if not any(matches(c, s) for c in ran)]
+
+
+def covered(checks: Iterable[Any], selectors: Iterable[str]) -> tuple[bool, str]:
+    """Whether every selector of an owned reason ran in ``checks`` (CheckResults) and none of
+    its results failed or errored: the condition for resuming the node; else why not."""
+    from clusterkit.validate.registry import matches
+
+    results = list(checks)
+    for sel in selectors:
+        hits = [c for c in results if matches(c.check, sel)]
+        if not hits:
+            return False, f"{sel} did not run"
+        bad = [c for c in hits if c.status.value in ("fail", "error")]
+        if bad:
+            return False, f"{bad[0].check} is {bad[0].status.value}"
+    return True, ""
 
 
 def _clean(text: str) -> str:

@@ -227,7 +227,16 @@ def send_after_run(report: "FleetReport", settings: Optional[TelemetrySettings],
 
 
 # ------------------------------------------------------------------------------ commands
-@click.group("telemetry")
+def _lazy_group() -> Any:
+    from clusterkit.lazygroup import LazyGroup
+
+    return LazyGroup
+
+
+# telegraf-config (clusterkit/telemetry/cli_telegraf.py) is imported only when it runs: this
+# module is imported by every clusterkit command (validate's options), node-check included
+@click.group("telemetry", cls=_lazy_group(),
+             lazy={"telegraf-config": "clusterkit.telemetry.cli_telegraf:telegraf_config_cmd"})
 def telemetry_group() -> None:
     """Metrics: push a saved report to the store, replay the spool."""
 
@@ -338,14 +347,3 @@ def replay_cmd(include_rejected: bool, **options: Any) -> int:
         _warn(f"telemetry: the store rejected {r.rejected_lines} points ({_batches(r.rejected_files)}; "
               f"{r.rejected_detail}): kept in {spool.rejected_dir}")
     return EXIT_OK if waiting == 0 and not r.rejected_files and not r.warnings else EXIT_INCOMPLETE
-
-
-# ``clusterkit telemetry telegraf-config``: a Telegraf configuration whose inputs.exec runs
-# ``clusterkit node-check --format influx`` (clusterkit/telemetry/cli_telegraf.py)
-def _add_telegraf_config() -> None:
-    from clusterkit.telemetry.cli_telegraf import telegraf_config_cmd
-
-    telemetry_group.add_command(telegraf_config_cmd)
-
-
-_add_telegraf_config()

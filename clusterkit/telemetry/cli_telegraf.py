@@ -80,7 +80,6 @@ def telegraf_config_cmd(clusterkit_command: str, node_check_args: tuple[str, ...
 
     The token is never an option and never in the file: Telegraf reads it from $INFLUX_TOKEN.
     """
-    from clusterkit.errors import OutputError
     from clusterkit.telemetry.telegraf import make_params, render_telegraf_config
 
     values: dict[str, Any] = {
@@ -92,15 +91,9 @@ def telegraf_config_cmd(clusterkit_command: str, node_check_args: tuple[str, ...
         "global_tags": _global_tags(global_tags),
     }
     text = render_telegraf_config(make_params(values, names=OPTION_OF))
-    if out is None:
-        click.echo(text, nl=False)
-        return 0
-    from clusterkit.fsutil import write_atomic
+    from clusterkit.fsutil import emit_text
 
-    try:
-        write_atomic(out, text)
-    except OSError as e:
-        raise OutputError(f"-o {out}: cannot write: {e.strerror or e}") from None
+    emit_text(text, out)
     return 0
 
 

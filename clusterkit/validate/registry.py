@@ -123,6 +123,11 @@ def _groups(ids: list[str]) -> set[str]:
     return out
 
 
+def matches(check: str, selector: str) -> bool:
+    """Whether ``selector`` (a check id, a group such as ``gpu.ecc``, or a domain) selects ``check``."""
+    return check == selector or check.startswith(selector + ".")
+
+
 class Selection:
     """What ``--checks`` selected: the domains to probe and the filters on results."""
 
@@ -133,7 +138,7 @@ class Selection:
     def keeps(self, check: str) -> bool:
         if self.filters is None:
             return True
-        return any(check == f or check.startswith(f + ".") for f in self.filters)
+        return any(matches(check, f) for f in self.filters)
 
     def as_list(self) -> Optional[list[str]]:
         return None if self.filters is None else list(self.filters)

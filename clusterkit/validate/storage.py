@@ -816,7 +816,9 @@ def opt_in(storage_bench: bool, weights_dir: Optional[str], filters: Optional[li
     named = filters or []
 
     def asked(cid: str) -> bool:
-        return any(f == cid or f.startswith(cid + ".") for f in named)
+        from clusterkit.validate.registry import matches
+
+        return any(matches(f, cid) for f in named)
 
     if storage_bench or asked(METADATA):
         out.add(METADATA)

@@ -58,7 +58,9 @@ _SOURCE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
 
 
 def _in(check: str, families: Iterable[str]) -> bool:
-    return any(check == f or check.startswith(f + ".") for f in families)
+    from clusterkit.validate.registry import matches
+
+    return any(matches(check, f) for f in families)
 
 
 def check_source(source: str) -> str:
