@@ -61,6 +61,21 @@ def invalid(message: str) -> PydanticCustomError:
     return PydanticCustomError("invalid", "{message}", {"message": message})
 
 
+def split_words(value: Any) -> Any:
+    """A list-of-words value also takes one string, split as a shell would (``--foo 'a b'``);
+    a tuple becomes a list (a validator for ``BeforeValidator``)."""
+    if isinstance(value, str):
+        import shlex
+
+        try:
+            return shlex.split(value)
+        except ValueError as e:
+            raise invalid(f"cannot split {value!r} into words: {e}") from None
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
 def first_error(e: ValidationError) -> str:
     """One line for the first problem pydantic found: 'gpu.count: Input should be ...'."""
     errs = e.errors()

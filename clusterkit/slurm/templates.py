@@ -32,7 +32,7 @@ from typing import Annotated, Any, Callable, Mapping, Optional, Union, get_args,
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, \
     model_validator
 
-from clusterkit.config import MAX_GPUS, Bool, Int, Num, first_error, invalid
+from clusterkit.config import MAX_GPUS, Bool, Int, Num, first_error, invalid, split_words
 from clusterkit.errors import UsageError
 
 #: Every template file is ``NAME`` + this suffix, built-in or the user's.
@@ -81,16 +81,6 @@ def _sbatch_text(value: Any) -> Any:
     return value
 
 
-def _words(value: Any) -> Any:
-    """A list parameter also takes one string, split as a shell would (``--foo 'a b'``)."""
-    if isinstance(value, str):
-        try:
-            return shlex.split(value)
-        except ValueError as e:
-            raise invalid(f"cannot split {value!r} into words: {e}") from None
-    return value
-
-
 def _time(value: Any) -> Any:
     if isinstance(value, int) and not isinstance(value, bool):
         # YAML reads an unquoted 1:30:00 as 5400: a number here is ambiguous, so it is refused
@@ -120,7 +110,7 @@ Text = Annotated[str, BeforeValidator(_text)]
 #: Text for an ``#SBATCH`` line: no backslash either.
 SbatchText = Annotated[str, BeforeValidator(_sbatch_text)]
 #: A list of words (one string is split like a shell would).
-Words = Annotated[list[Text], BeforeValidator(_words), Field(max_length=256)]
+Words = Annotated[list[Text], BeforeValidator(split_words), Field(max_length=256)]
 SlurmTime = Annotated[str, BeforeValidator(_time)]
 Size = Annotated[str, BeforeValidator(_size)]
 
@@ -142,7 +132,7 @@ class JobParams(BaseModel):
     reservation: Optional[SbatchText] = None
     exclusive: Bool = True
     #: more #SBATCH options, each one word (``--constraint=h100``, ``--qos=high``)
-    sbatch_options: Annotated[list[SbatchText], BeforeValidator(_words), Field(max_length=256)] = \
+    sbatch_options: Annotated[list[SbatchText], BeforeValidator(split_words), Field(max_length=256)] = \
         Field(default_factory=list)
 
     @field_validator("sbatch_options")

@@ -34,7 +34,6 @@ environment, ``token = "${INFLUX_TOKEN}"``.
 from __future__ import annotations
 
 import re
-import shlex
 from collections.abc import Mapping
 from importlib import resources
 from typing import Annotated, Any, Callable, Optional, Union
@@ -43,7 +42,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, \
     model_validator
 
-from clusterkit.config import Bool, invalid
+from clusterkit.config import Bool, invalid, split_words
 from clusterkit.errors import UsageError
 
 #: The template, in ``clusterkit/telemetry/templates/``.
@@ -87,18 +86,6 @@ def _text(value: Any) -> Any:
         raise invalid("a NUL character cannot be passed on")
     if _SURROGATE_RE.search(value):
         raise invalid("not valid Unicode (a lone surrogate)")
-    return value
-
-
-def _words(value: Any) -> Any:
-    """A list of words; one string is split as a shell would (``--profile h200-sxm``)."""
-    if isinstance(value, str):
-        try:
-            return shlex.split(value)
-        except ValueError as e:
-            raise invalid(f"cannot split {value!r} into words: {e}") from None
-    if isinstance(value, tuple):
-        return list(value)
     return value
 
 
@@ -153,7 +140,7 @@ def _tag_key(value: Any) -> Any:
 #: One string, kept exactly.
 Text = Annotated[str, BeforeValidator(_text)]
 #: A list of words (one string is split like a shell would).
-Words = Annotated[list[Text], BeforeValidator(_words), Field(max_length=256)]
+Words = Annotated[list[Text], BeforeValidator(split_words), Field(max_length=256)]
 #: A Go duration, as Telegraf's settings take them.
 Duration = Annotated[str, BeforeValidator(_duration)]
 Url = Annotated[str, BeforeValidator(_url)]
