@@ -985,8 +985,11 @@ def _check_slurm_options(*, drain: bool, dry_run: bool, force: bool, drain_limit
     from clusterkit.errors import UsageError
 
     if not drain:
+        from click.core import ParameterSource
+
+        limit_given = click.get_current_context().get_parameter_source("drain_limit") is not ParameterSource.DEFAULT
         for flag, on in (("--dry-run", dry_run), ("--force", force), ("--hold-with-reservation", hold_reservation),
-                         ("--drain-limit", drain_limit != "10%")):
+                         ("--drain-limit", limit_given)):
             if on:
                 raise UsageError(f"{flag} goes with --drain")
     else:

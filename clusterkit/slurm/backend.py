@@ -405,11 +405,10 @@ class PyslurmBackend(CliBackend):
             if names is not None and nm not in names:
                 continue
             state, flags = parse_state(str(getattr(n, "state", "") or ""))
-            more = [str(f).upper() for f in (getattr(n, "next_state", None) and [] or [])]
             parts = tuple(getattr(n, "partitions", None) or ())
             if partition is not None and partition not in parts:
                 continue
-            out.append(SlurmNode(name=nm, state=state, flags=tuple(flags + more),
+            out.append(SlurmNode(name=nm, state=state, flags=tuple(flags),
                                  reason=getattr(n, "reason", None) or None,
                                  reason_user=str(getattr(n, "reason_user", "") or "") or None,
                                  partitions=parts))
