@@ -329,7 +329,8 @@ def _main(argv: list[str]) -> int:
     from clusterkit._generated import write_or_check
 
     return write_or_check(argv, what="packaged", command="python -m clusterkit.config",
-                          path=os.path.join(os.path.dirname(os.path.abspath(__file__)), "_packaged_yaml.py"), shown=PACKAGED_MODULE, source=packaged_source)
+                          path=os.path.join(os.path.dirname(os.path.abspath(__file__)), "_packaged_yaml.py"),
+                          shown=PACKAGED_MODULE, source=packaged_source)
 
 
 if __name__ == "__main__":  # pragma: no cover - the command itself is run by its test

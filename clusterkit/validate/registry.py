@@ -214,7 +214,8 @@ def _main(argv: list[str]) -> int:
     from clusterkit._generated import write_or_check
 
     return write_or_check(argv, what="index", command="python -m clusterkit.validate.registry",
-                          path=os.path.join(os.path.dirname(os.path.abspath(__file__)), "_index.py"), shown=INDEX_PATH, source=index_source)
+                          path=os.path.join(os.path.dirname(os.path.abspath(__file__)), "_index.py"),
+                          shown=INDEX_PATH, source=index_source)
 
 
 if __name__ == "__main__":  # pragma: no cover - the command itself is run by its test
