@@ -230,7 +230,13 @@ def _1() -> Any:  # profiles/h100-sxm.yaml
                         'hbm_gbps_min': 2400,
                         'sibling_rel_min': 0.9,
                         'dcgm_level': 2,
-                        'seconds': 10}})
+                        'seconds': 10},
+             'nccl': {'message_bytes': 8589934592,
+                      'single_nvls_gbps_min': 440,
+                      'single_ring_gbps_min': 340,
+                      'multi_gbps_min': 330,
+                      'z_slow': 4,
+                      'spread_floor_rel': 0.02}})
 
 
 def _2() -> Any:  # profiles/h200-sxm.yaml
@@ -294,7 +300,13 @@ def _2() -> Any:  # profiles/h200-sxm.yaml
                         'hbm_gbps_min': 3300,
                         'sibling_rel_min': 0.9,
                         'dcgm_level': 2,
-                        'seconds': 10}})
+                        'seconds': 10},
+             'nccl': {'message_bytes': 8589934592,
+                      'single_nvls_gbps_min': 431,
+                      'single_ring_gbps_min': 340,
+                      'multi_gbps_min': 330,
+                      'z_slow': 4,
+                      'spread_floor_rel': 0.02}})
 
 
 def _3() -> Any:  # sim/builtin.yaml
@@ -307,7 +319,7 @@ def _3() -> Any:  # sim/builtin.yaml
 
 PARSED: dict[str, tuple[str, Callable[[], Any]]] = {
     '7b8203488de085bac0560c7073d35658280b5737d4038fc76bc8625f9b572b3d': ('data/xid_catalog.yaml', _0),
-    '89d3772e5e2c8956a321d3d5b0d3dd2d342e3b182e7f1ed736ba157edf589ac1': ('profiles/h100-sxm.yaml', _1),
-    '8356fbad852306c0ab030b265e80f872c10531017925ad4b781c1712ad0519e2': ('profiles/h200-sxm.yaml', _2),
+    'aa46aed5eaf2c00a0d5f02103d75b0b5fe18f19cb1e846eda593c77bb3d4fe73': ('profiles/h100-sxm.yaml', _1),
+    '2cf1bfb97c2d4e05c6fa772df1d87b6d748351b7f71271e3109a6ddf6d1db04d': ('profiles/h200-sxm.yaml', _2),
     'e462beb7acd15c45b7160fe88e5c614ae0474b06797648a021d71b753cc9058a': ('sim/builtin.yaml', _3),
 }

@@ -205,6 +205,25 @@ class StressProfile(_Strict):
     seconds: Num = Field(default=10.0, gt=0, le=3600)
 
 
+class NcclProfile(_Strict):
+    """NCCL all-reduce expectations (``clusterkit nccl``): busbw floors in GB/s (1e9 B/s, as
+    nccl-tests prints), at ``message_bytes``, and the fleet-relative rule of localization."""
+
+    #: the message size judged: the busbw of the table row at this size (or the largest row)
+    message_bytes: Int = Field(default=8 * 1024**3, ge=1, le=2**40)
+    #: one node, NVLS on (NCCL's default on NVSwitch) / ring only (NCCL_ALGO=Ring, NVLS off)
+    single_nvls_gbps_min: Optional[Num] = Field(default=None, gt=0)
+    single_ring_gbps_min: Optional[Num] = Field(default=None, gt=0)
+    #: several nodes, ring forced: the network's bandwidth
+    multi_gbps_min: Optional[Num] = Field(default=None, gt=0)
+    #: a test slower than the fleet's reference by more than this robust z-score is slow ...
+    z_slow: Num = Field(default=4.0, gt=0, le=100)
+    #: ... where the spread (1.4826 x MAD) counts as at least this share of the reference
+    spread_floor_rel: Num = Field(default=0.02, gt=0, le=1)
+    #: seconds for one test (a test that hangs ends here)
+    test_timeout_s: Num = Field(default=300.0, gt=0, le=86400)
+
+
 class Profile(_Strict):
     name: str = Field(min_length=1)
     description: str = ""
@@ -216,6 +235,7 @@ class Profile(_Strict):
     storage: Optional[StorageProfile] = None  # absent: no storage checks
     xid: Optional[XidProfile] = None  # absent: the xid domain's defaults (a 2 h window)
     stress: Optional[StressProfile] = None  # absent: the stress domain's defaults, no floors
+    nccl: Optional[NcclProfile] = None  # absent: no busbw floors, fleet-relative rules only
 
 
 def builtin_names() -> list[str]:
