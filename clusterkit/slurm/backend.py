@@ -119,6 +119,8 @@ class SlurmBackend(Protocol):
 
     def partitions(self) -> list[str]: ...
 
+    def topology(self) -> Optional[str]: ...
+
     def drain(self, names: Sequence[str], reason: str) -> None: ...
 
     def resume(self, names: Sequence[str]) -> None: ...
@@ -274,6 +276,17 @@ class CliBackend:
 
     def partitions(self) -> list[str]:
         return sorted({p for n in self.nodes() for p in n.partitions})
+
+    def topology(self) -> Optional[str]:
+        """``scontrol show topology`` (switch -> nodes, as topology.conf gives it), or None when
+        the cluster has no tree topology (the plugin is not ``topology/tree``)."""
+        rc, out, err = self.run(["scontrol", "show", "topology"], check=False)
+        if rc != 0:
+            text = " ".join((err or out).split())[:300]
+            if _UNAVAILABLE.search(text):
+                raise SlurmUnavailable(f"Slurm is not reachable (scontrol: {text}); nothing was changed")
+            return None
+        return out if "SwitchName=" in out else None
 
     # ------------------------------------------------------------------ node updates
     def drain(self, names: Sequence[str], reason: str) -> None:
