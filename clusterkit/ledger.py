@@ -37,7 +37,7 @@ from typing import Any, Optional
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from clusterkit.errors import ClusterkitError
-from clusterkit.models import FleetReport, NodeReport, Status
+from clusterkit.models import FleetReport, NodeReport
 
 SCHEMA = "clusterkit.ledger/v1"
 FILENAME = "ledger.json"
@@ -96,12 +96,11 @@ def path(state_dir: Optional[str] = None) -> str:
 
 # --------------------------------------------------------------------------- from a report
 def _rails(node: NodeReport) -> Optional[list[str]]:
-    ports = [c for c in node.checks if c.check == "ib.port.state"]
-    if not ports:
-        return None
-    out = {f"{c.device}:{c.port if c.port is not None else 1}" for c in ports
-           if c.status is Status.PASS and c.device}
-    return sorted(out)
+    """The rails NCCL may use (a port ACTIVE at the profile's rate): one rule with ``nccl``'s
+    NCCL_IB_HCA, so a rail trained down to 100G is never handed to a serving job either."""
+    from clusterkit.nccl.env import rails_from_report
+
+    return rails_from_report(node)
 
 
 def _weights(node: NodeReport) -> Optional[float]:
