@@ -78,6 +78,12 @@ FaultKind = Literal[
     "gemm_slow",  # gpu; bf16 GEMM TFLOPS divided by `value`
     "hbm_slow",  # gpu; device-to-device copy bandwidth divided by `value`
     "dcgm_fail",  # gpu; dcgmi diag fails test `value` on that GPU
+    # NCCL (the stand-in nccl-tests and cross-node ib_write_bw: clusterkit.sim.fabric)
+    "nccl_slow",  # every NCCL test with this node runs `value` times slower (a slow host, PCIe, …)
+    "uplink_degraded",  # switch; tests crossing that leaf switch's uplinks run `value` times slower
+    "nccl_hang",  # an NCCL test with this node hangs after its table header
+    "nccl_init_fail",  # an NCCL test with this node fails in ncclCommInitRank (names the node)
+    "hca_degraded",  # device; that rail carries 1/`value` of its bandwidth across nodes
 ]
 
 
@@ -92,7 +98,11 @@ GPU_KINDS = frozenset({
 #: Fault kinds that act on one RDMA device: ``device`` names it (``mlx5_3``), and is required.
 DEVICE_KINDS = frozenset({
     "ib_port_down", "ib_port_polling", "ib_rate", "ib_errors", "ib_flap", "ib_fw", "nic_far", "ib_bw_slow",
+    "hca_degraded",
 })
+#: Fault kinds that act on a leaf switch: ``switch`` names it (a key of the fleet's ``switches``),
+#: is required, and the fault takes no ``node``.
+SWITCH_KINDS = frozenset({"uplink_degraded"})
 #: Fault kinds that take a ``path``.
 PATH_KINDS = frozenset({"disk_free_gib", "mount_missing", "mount_wrong_fs", "mount_hang", "metadata_slow"})
 #: What ``value`` is for each kind: (type, lowest, highest, required, what it means). Kinds not
@@ -130,11 +140,18 @@ VALUE_RULES: dict[str, tuple[str, float | None, float | None, bool, str]] = {
     "gemm_slow": ("num", 1, 1_000_000, True, "a slow-down factor (>= 1)"),
     "hbm_slow": ("num", 1, 1_000_000, True, "a slow-down factor (>= 1)"),
     "dcgm_fail": ("str", 1, 60, True, "a dcgmi diag test name (e.g. \"Memory\")"),
+    "nccl_slow": ("num", 1, 1_000_000, True, "a slow-down factor (>= 1)"),
+    "uplink_degraded": ("num", 1, 1_000_000, True, "a slow-down factor (>= 1)"),
+    "hca_degraded": ("num", 1, 1_000_000, True, "a slow-down factor (>= 1)"),
 }
 #: The most faults one fleet file may list (a hostlist puts one fault on many nodes).
 MAX_FAULTS = 10_000
 #: The most hostlist expressions in a fleet's ``nodes`` list.
 MAX_NODE_EXPRS = 10_000
+#: The most leaf switches in a fleet's ``switches``.
+MAX_SWITCHES = 10_000
+#: A leaf switch's name (a key of ``switches``, the ``switch`` of a fault).
+SWITCH_NAME = r"^[A-Za-z0-9_.:-]{1,64}$"
 
 
 def _num(x: float) -> str:
@@ -178,12 +195,29 @@ class _Strict(BaseModel):
 
 
 class Fault(_Strict):
-    node: str = Field(min_length=1)  # a node name or a hostlist expression
+    #: a node name or a hostlist expression; required by every kind but the switch kinds
+    node: Optional[str] = Field(default=None, min_length=1)
     kind: FaultKind
     gpu: Optional[Int] = Field(default=None, ge=0, lt=MAX_GPUS)
     value: Any = Field(default=None, validate_default=True)  # checked per kind
     path: Optional[str] = Field(default=None, min_length=1)
     device: Optional[str] = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,40}$")  # an RDMA device: mlx5_3
+    switch: Optional[str] = Field(default=None, pattern=SWITCH_NAME)  # a leaf switch: a key of `switches`
+
+    @model_validator(mode="after")
+    def _node_or_switch(self) -> "Fault":
+        if self.kind in SWITCH_KINDS:
+            if self.node is not None:
+                raise invalid(f"{self.kind} takes no node: it acts on a leaf switch (switch: NAME, a key of "
+                              "switches)")
+            if self.switch is None:
+                raise invalid(f"{self.kind} needs a switch (a key of the fleet's switches)")
+        else:
+            if self.node is None:
+                raise invalid(f"{self.kind} needs a node (a node of the fleet, or a hostlist of them)")
+            if self.switch is not None:
+                raise invalid(f"{self.kind} takes no switch (only {', '.join(sorted(SWITCH_KINDS))} does)")
+        return self
 
     @model_validator(mode="after")
     def _device_for_device_kinds(self) -> "Fault":
@@ -298,6 +332,26 @@ class SimFleet(_Strict):
     nodes: Union[str, Annotated[list[str], Field(min_length=1, max_length=MAX_NODE_EXPRS)]] = "gpu-[001-008]"
     hardware: SimHardware = Field(default_factory=SimHardware)
     faults: list[Fault] = Field(default_factory=list, max_length=MAX_FAULTS)
+    #: leaf switch -> the hostlist of the nodes under it (a node under one leaf at most)
+    switches: dict[str, str] = Field(default_factory=dict, max_length=MAX_SWITCHES)
+
+    @field_validator("switches")
+    @classmethod
+    def _switch_names(cls, v: dict[str, str]) -> dict[str, str]:
+        import re
+
+        for name, expr in v.items():
+            if not re.match(SWITCH_NAME, name):
+                raise invalid(f"switch name {_shown(name)}: use 1-64 letters, digits, '_', '.', ':' or '-'")
+            if not expr.strip():
+                raise invalid(f"switch {name}: an empty hostlist")
+        return v
+
+    def leaves(self) -> dict[str, list[str]]:
+        """Leaf switch -> its nodes (``switches`` expanded)."""
+        from clusterkit import hostlist
+
+        return {name: list(dict.fromkeys(hostlist.expand(expr))) for name, expr in self.switches.items()}
 
     def node_names(self) -> list[str]:
         from clusterkit import hostlist
@@ -313,6 +367,8 @@ class SimFleet(_Strict):
 
         out = []
         for f in self.faults:
+            if f.node is None:  # a switch's fault
+                continue
             if f.node == node or (_is_expression(f.node) and node in hostlist.expand(f.node)):
                 out.append(f)
         return out
@@ -369,8 +425,9 @@ def parse_fleet(text: str, origin: str) -> SimFleet:
 
     Beyond the models: the fleet's hostlists expand (at most ``hostlist.MAX_NAMES`` names in
     all), every fault names nodes of the fleet, a fault's ``gpu`` exists on the fleet's
-    hardware, a fault's ``device`` is one of the fleet's RDMA devices (``hardware.ib``), and
-    ``gpu_missing`` leaves no more GPUs than there are.
+    hardware, a fault's ``device`` is one of the fleet's RDMA devices (``hardware.ib``),
+    ``gpu_missing`` leaves no more GPUs than there are, ``switches`` name nodes of the fleet
+    (each under one leaf at most), and a fault's ``switch`` is one of them.
     """
     from clusterkit import hostlist
     from clusterkit.config import load_yaml_model
@@ -400,7 +457,30 @@ def parse_fleet(text: str, origin: str) -> SimFleet:
     shown = shown if len(shown) <= 60 else shown[:57] + "..."
     count = fleet.hardware.gpu.count
     total = 0
+    leaf_of: dict[str, str] = {}
+    for leaf, expr in fleet.switches.items():
+        names = expand(expr, f"switches.{leaf}", total)
+        total += len(names)
+        outside = [n for n in names if n not in members]
+        if outside:
+            more = f" (and {len(outside) - 1} more)" if len(outside) > 1 else ""
+            raise ConfigError(f"{label}: switches.{leaf}: {outside[0]}{more} is not a node of this fleet "
+                              f"(nodes: {shown})")
+        for n in names:
+            other = leaf_of.setdefault(n, leaf)
+            if other != leaf:
+                raise ConfigError(f"{label}: switches.{leaf}: {n} is under leaf {other} too: a node sits "
+                                  "under one leaf switch")
+    switches = ", ".join(fleet.switches)
+    switches = switches if len(switches) <= 60 else switches[:57] + "..."
+    total = 0
     for i, f in enumerate(fleet.faults):
+        if f.switch is not None and f.switch not in fleet.switches:
+            has = f"the fleet's switches are {switches}" if fleet.switches else \
+                "the fleet has no switches (switches: {leaf: hostlist of its nodes})"
+            raise ConfigError(f"{label}: faults.{i}.switch: no leaf switch {f.switch}: {has}")
+        if f.node is None:
+            continue
         names = expand(f.node, f"faults.{i}.node", total)
         total += len(names)
         outside = [n for n in names if n not in members]
@@ -488,6 +568,13 @@ def _keep_fleet(key: str, fleet: SimFleet) -> None:
         write_atomic(path, json.dumps(fleet.model_dump(mode="json", exclude_unset=True)), prefix=".fleet-")
     except (OSError, ValueError, TypeError):
         pass
+
+
+def fleet_key(spec: str) -> str:
+    """A digest of the fleet ``spec`` names (``builtin`` or a fleet file): generated files are
+    keyed by it."""
+    load_fleet(spec)
+    return _KEYS.get(spec, "none")
 
 
 def current_fleet_key() -> str:

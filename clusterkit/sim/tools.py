@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import sys
-from typing import Any
+from typing import Any, Callable, Optional
 
 
 def _node() -> Any:
@@ -139,12 +139,15 @@ Options:
 """
 
 
-def ib_write_bw(args: list[str], data_path: str | None = None) -> int:
+def ib_write_bw(args: list[str], data_path: str | None = None, *, view: Any = None,
+                peer: Optional[Callable[[str, str], Optional[tuple[Optional[float], str]]]] = None) -> int:
     """perftest's ``ib_write_bw``: a server (no host argument) prints its banner and settings; a
     client prints the settings and one result row for ``-s`` bytes, at the bandwidth of the
     fleet (``ib_bw_slow``, else 97.7 % of the port rate, AzNHC's H100 sample). A port that is
     not active, an unknown device, or GPU memory without a GPUDirect path fail as perftest
-    does. The node's devices come from ``data_path`` (written with the node's sysfs tree)."""
+    does. The node's devices come from ``view``, else ``data_path`` (written with the node's
+    sysfs tree). ``peer(host, device)``, when given, answers for a client whose host is another
+    node: None (a loopback after all), (Gb/s, ""), or (None, why it cannot connect)."""
     import json
 
     opts: dict[str, str] = {}
@@ -173,7 +176,9 @@ def ib_write_bw(args: list[str], data_path: str | None = None) -> int:
         else:
             host = a
         i += 1
-    if data_path is not None:
+    if view is not None:
+        pass
+    elif data_path is not None:
         with open(data_path, encoding="utf-8") as fh:
             view = json.load(fh)
     else:
@@ -194,6 +199,14 @@ def ib_write_bw(args: list[str], data_path: str | None = None) -> int:
     if not str(dev["state"]).endswith("ACTIVE"):
         print(f" Port number {ib_port} state is Down", file=sys.stderr)
         return 1
+    measured = dev["bw_gbps"]
+    if host is not None and peer is not None:
+        far = peer(host, name)
+        if far is not None:
+            if far[0] is None:
+                print(far[1], file=sys.stderr)
+                return 1
+            measured = far[0]
     size = int(opts.get("-s") or 65536)
     cuda = opts.get("--use_cuda")
     dmabuf = "--use_cuda_dmabuf" in opts
@@ -228,7 +241,7 @@ def ib_write_bw(args: list[str], data_path: str | None = None) -> int:
               " local address: LID 0x4b QPN 0x0126 PSN 0x4a39ad RKey 0x1fff00 VAddr 0x007f4c3b7ff000",
               " remote address: LID 0x4b QPN 0x0127 PSN 0x1c9d8e RKey 0x200000 VAddr 0x007f0e0e3ff000", _RULE]
     if host is not None:
-        bw = float(dev["bw_gbps"])
+        bw = float(measured)
         gbits = "--report_gbits" in opts
         unit = "Gb/sec" if gbits else "MB/sec"
         shown = bw if gbits else bw * 1e9 / 8 / 1_048_576
