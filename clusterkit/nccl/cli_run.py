@@ -151,13 +151,13 @@ class _Run:
             self.rails[nr.node] = nccl_env.rails_from_report(nr)
 
     def _check_transport(self) -> tuple[Any, list[str]]:
-        from clusterkit.cli import controller_transport
+        from clusterkit.cli import _remote_argv, controller_transport
 
         if self.launcher_name == "slurm" and self.sel.fleet is None:
             from clusterkit.slurm.srun import SrunTransport
 
             return (SrunTransport(partition=self.kw["partition"], gres=None, job_name="clusterkit-nccl-rails"),
-                    _remote(self.kw["remote_command"]))
+                    _remote_argv(self.kw["remote_command"]))
         return controller_transport(sim=self.sel.sim_spec, transport_name=self.kw["transport_name"] or
                                     self.sel.inventory_transport or "openssh",
                                     ssh_config=self.kw["ssh_config"], user=self.kw["user"],
@@ -203,18 +203,6 @@ class _Run:
         transport, _ = self._check_transport()
         transport.prepare(self.sel.nodes)
         return launch.MpirunSshLauncher(transport, settings, nodes={n.name: n for n in self.sel.nodes})
-
-
-def _remote(remote_command: str) -> list[str]:
-    import shlex
-
-    try:
-        argv = shlex.split(remote_command)
-    except ValueError as e:
-        raise UsageError(f"--remote-command: {e}") from None
-    if not argv:
-        raise UsageError("--remote-command is empty")
-    return argv
 
 
 def _progress(enabled: bool) -> Callable[[str], None]:
@@ -319,8 +307,10 @@ def render_localize(report: Any, skipped: list[Any]) -> str:
     lines = []
     tests = sum(len(r.tests) for r in report.rounds)
     ref = f", reference {report.reference_busbw_gbps:.1f} GB/s" if report.reference_busbw_gbps else ""
-    lines.append(f"nccl localize: {len(report.healthy) + len(report.undetermined) + len(report.bad_nodes) + len({b.node for b in report.bad_links} - {b.node for b in report.bad_nodes})} nodes, "
-                 f"{len(report.rounds)} rounds, {tests} tests, {report.elapsed_s:.1f} s{ref}")
+    nodes = {*report.healthy, *report.undetermined, *(b.node for b in report.bad_nodes),
+             *(b.node for b in report.bad_links)}
+    lines.append(f"nccl localize: {len(nodes)} nodes, {len(report.rounds)} rounds, {tests} tests, "
+                 f"{report.elapsed_s:.1f} s{ref}")
     for r in report.rounds:
         bad = [t for t in r.tests if t.status != "pass"]
         lines.append(f"  round {r.round}: {len(r.tests)} tests, {len(bad)} not passing")
