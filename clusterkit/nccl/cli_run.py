@@ -274,7 +274,7 @@ def localize_cmd(topology_file: Optional[str], **kw: Any) -> int:
     """Find the bad node, rail or switch uplink among many, in at most 3 rounds of tests.
 
     Exit 0 nothing bad found, 1 a bad node, rail or uplink found, 3 suspects left undetermined
-    (tests that could not run), 2 usage error.
+    (tests that could not run; an uplink that two leaves share), 2 usage error.
     """
     from clusterkit.nccl.localize import localize
     from clusterkit.nccl.select import leaves_for
@@ -300,7 +300,7 @@ def localize_cmd(topology_file: Optional[str], **kw: Any) -> int:
         click.echo(render_localize(report, run.sel.skipped), nl=False)
     if report.bad_nodes or report.bad_links or report.bad_uplinks:
         return 1
-    return 3 if report.undetermined else 0
+    return 3 if report.undetermined or report.undetermined_uplinks else 0
 
 
 def render_localize(report: Any, skipped: list[Any]) -> str:
@@ -330,6 +330,9 @@ def render_localize(report: Any, skipped: list[Any]) -> str:
         lines.extend(f"    {e}" for e in u.evidence)
     if report.undetermined:
         lines.append(f"undetermined: {', '.join(report.undetermined)}")
+    for u in report.undetermined_uplinks:
+        lines.append(f"UPLINK?    {u.switch}: slow tests cross it, but the rounds cannot tell it from another")
+        lines.extend(f"    {e}" for e in u.evidence)
     for s in skipped:
         lines.append(f"skipped: {s.node} ({s.why})")
     lines.append(f"healthy: {len(report.healthy)} nodes")
