@@ -687,6 +687,21 @@ while read -r dev ibport tcpport; do
     echo "@@ck-rail-end $dev:$ibport $(cat "$tmp/$tcpport.rc" 2>/dev/null || echo 125)"
 done <"$tmp/order"
 '''
+#: An ib_write_bw client over SSH, retried (at most 10 times, half a second apart) while its
+#: server does not accept the connection yet: readiness polled with a bound, no fixed wait.
+IB_CLIENT_RETRY = r'''n=0
+while :; do
+    out=$("$@" 2>&1)
+    rc=$?
+    n=$((n + 1))
+    if [ "$rc" -eq 0 ] || [ "$n" -ge 10 ] || ! printf '%s\n' "$out" | grep -q "Couldn't connect"; then
+        break
+    fi
+    sleep 0.5
+done
+printf '%s\n' "$out"
+exit "$rc"
+'''
 _RAIL_START = re.compile(r"^@@ck-rail (\S+)\s*$")
 _RAIL_END = re.compile(r"^@@ck-rail-end (\S+) (-?\d+)\s*$")
 
@@ -917,13 +932,13 @@ class MpirunSshLauncher(_BaseLauncher):
                         argv=["timeout", secs, *ib_server_argv(r, i, s)], timeout=timeout)
                    for i, r in enumerate(rails)]
         clients = [Task(key=f"client-{i}", nodes=(client,),
-                        argv=ib_client_argv(r, i, test.nodes[1], s), timeout=timeout)
+                        argv=["/bin/sh", "-c", IB_CLIENT_RETRY, "clusterkit-ib-client",
+                              *ib_client_argv(r, i, test.nodes[1], s)], timeout=timeout)
                    for i, r in enumerate(rails)]
         done_servers: dict[str, Outcome] = {}
         th = threading.Thread(target=lambda: done_servers.update(self._run_tasks(list(servers))) if servers else None,
                               daemon=True, name="ck-ib-servers")
-        th.start()
-        time.sleep(1.0)  # the servers listen before the clients connect
+        th.start()  # the clients retry until a server listens (IB_CLIENT_RETRY)
         outcomes = self._run_tasks(list(clients)) if clients else {}
         th.join(timeout=5.0)
         per_rail: dict[str, tuple[Optional[int], str, str, bool]] = {}
