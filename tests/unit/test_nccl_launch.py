@@ -387,8 +387,24 @@ def test_mpirun_launcher_ib_sweep_servers_then_clients() -> None:
     t = FakeTransport(answer)
     [m] = MpirunSshLauncher(t, settings(rails=lambda node: ["mlx5_0"])).run_round([SWEEP], timeout=30)
     kinds = [(task.node.name, task.argv[0]) for task in t.tasks]
-    assert kinds == [("gpu-002", "timeout"), ("gpu-001", "ib_write_bw")]
+    assert kinds == [("gpu-002", "timeout"), ("gpu-001", "/bin/sh")]
+    client = t.tasks[1].argv
+    assert client[2] == launch.IB_CLIENT_RETRY and client[4] == "ib_write_bw" and client[-1] == "gpu-002"
     assert "Couldn't connect" in m.rails_failed["mlx5_0"]
+
+
+def test_the_ib_client_retries_until_its_server_listens(tmp_path: Path) -> None:
+    """The retry wrapper: a refused connection is tried again (bounded), anything else is not."""
+    flag = tmp_path / "n"
+    fake = tmp_path / "client"
+    fake.write_text("#!/bin/sh\nn=$(cat %s 2>/dev/null || echo 0); echo $((n + 1)) > %s\n"
+                    "if [ $n -lt 2 ]; then echo \" Couldn't connect to x:1\"; exit 1; fi\necho ok\n" % (flag, flag))
+    fake.chmod(0o755)
+    p = subprocess.run(["/bin/sh", "-c", launch.IB_CLIENT_RETRY, "c", str(fake)], capture_output=True, text=True)
+    assert p.returncode == 0 and p.stdout == "ok\n" and flag.read_text().strip() == "3"
+    fake.write_text("#!/bin/sh\necho ' IB device mlx5_9 not found'\nexit 1\n")
+    p = subprocess.run(["/bin/sh", "-c", launch.IB_CLIENT_RETRY, "c", str(fake)], capture_output=True, text=True)
+    assert p.returncode == 1 and "not found" in p.stdout
 
 
 # --------------------------------------------------------------------------- rounds
