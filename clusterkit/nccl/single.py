@@ -17,7 +17,6 @@ init, crashed or could not start is ``error``, with its cause: could-not-run nev
 
 from __future__ import annotations
 
-import statistics
 from typing import Callable, Mapping, Optional, Sequence
 
 from clusterkit.models import CheckResult, NodeReport, Status
@@ -28,7 +27,6 @@ CHECKS: dict[str, str] = {
     "nccl.single.nvls": "one node, NVLS all-reduce busbw vs the profile's floor (fail) and the fleet (warn)",
     "nccl.single.ring": "one node, ring all-reduce busbw (NVLS off) vs the profile's floor (fail) and the fleet (warn)",
 }
-MAD_TO_SIGMA = 1.4826
 _FAILURE_TEXT = {"hang": "hung", "init": "failed at NCCL init", "crash": "crashed", "launch": "could not start"}
 
 
@@ -42,23 +40,17 @@ def plan(nodes: Sequence[str], algos: Sequence[Algo]) -> list[list[NcclTest]]:
              for i, n in enumerate(nodes)] for algo in algos]
 
 
-def fleet_reference(values: Sequence[float], spread_floor_rel: float) -> tuple[Optional[float], float]:
-    """The median of the measured values and the spread used for z-scores."""
-    if not values:
-        return None, 0.0
-    med = float(statistics.median(values))
-    mad = float(statistics.median([abs(v - med) for v in values]))
-    return med, max(MAD_TO_SIGMA * mad, spread_floor_rel * abs(med))
-
-
 def judge_round(measured: Sequence[Measured], algo: Algo, *, floor: Optional[float], z_slow: float,
                 spread_floor_rel: float, message_bytes: int) -> dict[str, CheckResult]:
     """One round's tests (one node each) -> one check result per node."""
     cid = check_id(algo)
     label = "NVLS" if algo == "nvls" else "ring"
     size = _size_text(message_bytes)
+    from clusterkit.nccl.localize import reference_from
+
     values = [m.busbw_gbps for m in measured if m.failure is None and m.busbw_gbps is not None]
-    med, spread = fleet_reference(values, spread_floor_rel)
+    ref = reference_from(values, rel=spread_floor_rel, z_slow=z_slow, floor=floor)
+    med = ref.median
     out: dict[str, CheckResult] = {}
     for m in measured:
         node = m.test.nodes[0]
@@ -77,8 +69,8 @@ def judge_round(measured: Sequence[Measured], algo: Algo, *, floor: Optional[flo
             out[node] = CheckResult(check=cid, status=Status.ERROR, threshold=floor, unit="GB/s",
                                     message=f"{label} all_reduce gave no busbw at {size}: {m.message}".rstrip(": "))
             continue
-        z = (bw - med) / spread if med is not None and spread > 0 and len(values) >= 3 else None
-        fleet = f", fleet median {med:.1f} (z {z:+.1f})" if z is not None and med is not None else ""
+        z = ref.z(bw) if ref.count >= 3 else None
+        fleet = f", fleet median {med:.1f}, z {z:+.1f}" if z is not None and med is not None else ""
         if floor is not None and bw < floor:
             status, msg = Status.FAIL, f"{label} busbw {bw:g} GB/s at {size}, below the floor {floor:g}{fleet}"
         elif z is not None and z < -z_slow:
