@@ -315,8 +315,9 @@ def render_localize(report: Any, skipped: list[Any]) -> str:
         bad = [t for t in r.tests if t.status != "pass"]
         lines.append(f"  round {r.round}: {len(r.tests)} tests, {len(bad)} not passing")
         for t in bad[:20]:
-            bw = f"{t.busbw_gbps:.1f} GB/s" if t.busbw_gbps is not None else "no result"
-            lines.append(f"    {t.status:9} {t.kind:9} {' + '.join(t.nodes)}: {bw} {t.message}".rstrip())
+            bw = (f"{t.busbw_gbps:.1f} GB/s" if t.busbw_gbps is not None
+                  else "" if t.kind == "ib_sweep" and t.rails_gbps else "no result")
+            lines.append(f"    {t.status:9} {t.kind:9} {' + '.join(t.nodes)}: {' '.join(x for x in (bw, t.message) if x)}")
         if len(bad) > 20:
             lines.append(f"    ... and {len(bad) - 20} more")
     for b in report.bad_nodes:

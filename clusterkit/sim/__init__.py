@@ -397,6 +397,13 @@ class SimNode:
         return None
 
     @property
+    def driver_version(self) -> str:
+        """The driver version everything on the node shows (NVML, the kernel module, the
+        tools): the ``driver_version`` fault's, else the hardware's."""
+        f = self.fault("driver_version")
+        return str(f.value) if f is not None else self.hardware.gpu.driver_version
+
+    @property
     def hang_seconds(self) -> float:
         f = self.fault("hang")
         if f is None:

@@ -200,7 +200,7 @@ def ib_view(node: SimNode) -> dict[str, Any]:
     return {"devices": devices, "peermem": peermem,
             # without peermem the fault means no dma-buf either: the proprietary nvidia module
             "dmabuf": peermem, "gpu_name": node.hardware.gpu.name,
-            "driver_version": node.hardware.gpu.driver_version}
+            "driver_version": node.driver_version}
 
 
 def _sysfs(node: SimNode, root: str) -> None:
@@ -224,7 +224,7 @@ def _sysfs(node: SimNode, root: str) -> None:
             value = d["symbol_error"] if counter == "symbol_error" else 0
             _write(os.path.join(port, "counters", counter), f"{value}\n")
     module = os.path.join(root, "module")
-    driver = node.hardware.gpu.driver_version
+    driver = node.driver_version
     # the open nvidia kernel module taints the kernel O (out of tree) and E (unsigned); the
     # proprietary one adds P: with peermem_missing it is the proprietary one (no dma-buf either)
     _write(os.path.join(module, "nvidia", "version"), f"{driver}\n")

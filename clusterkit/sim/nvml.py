@@ -87,8 +87,7 @@ class SimNVML:
 
     def nvmlSystemGetDriverVersion(self) -> str:
         self._check_init()
-        f = self._node.fault("driver_version")
-        return str(f.value) if f else self._spec.driver_version
+        return str(self._node.driver_version)
 
     def nvmlSystemGetCudaDriverVersion(self) -> int:
         self._check_init()

@@ -108,7 +108,7 @@ def kernel_log(node: Any, *, human: bool = True) -> str:
         (0.0, f"Linux version {kernel} (buildd@lcy02-amd64) (gcc 11.4.0) #135-Ubuntu SMP"),
         (2.5, "mlx5_core 0000:18:00.0: firmware version: 28.39.1002"),
         (9.8, f"nvidia-nvlink: Nvlink Core is being initialized, major device number 510"),
-        (10.1, f"NVRM: loading NVIDIA UNIX x86_64 Kernel Module  {spec.driver_version}"),
+        (10.1, f"NVRM: loading NVIDIA UNIX x86_64 Kernel Module  {node.driver_version}"),
     ]
     recent = max((_dt.datetime.now() - boot).total_seconds() - 300.0, 20.0)
     lines += [(recent + 0.01 * k, text) for k, text in enumerate(_fault_lines(node))]
@@ -558,7 +558,7 @@ def stress_view(node: Any) -> dict[str, Any]:
                      "uuid": f"GPU-5ec0{i:04x}-0000-4000-8000-{uid:012x}",  # SimNVML's UUID
                      "pci_bus_id": f"00000000:{_STRESS_BUSES[i % 8] + i // 8:02X}:00.0"})
     return {"node": node.name, "profile": chosen.name, "gpu_name": spec.name, "count": spec.count,
-            "visible": visible, "driver_version": spec.driver_version,
+            "visible": visible, "driver_version": node.driver_version,
             "nvml_unavailable": node.fault("nvml_unavailable") is not None,
             "device_id": "2335" if "H200" in spec.name else "2330", "gpus": gpus}
 
