@@ -16,7 +16,9 @@ One JSON file, ``<state dir>/ledger.json`` (schema ``clusterkit.ledger/v1``)::
 the measurement). ``rails`` are the node's InfiniBand ports whose ``ib.port.state`` passed
 (None: that run had no IB checks) and ``weights_gbps`` the node's measured model-weights read
 rate (``storage.weights``, None: not measured); a run without them keeps the figures of an
-earlier run, since they describe the hardware, not the verdict.
+earlier run, since they describe the hardware, not the verdict. ``checks`` is the run's
+``--checks`` selection (absent: every check): a partial run's failure is recorded like any
+other, but its pass never replaces an earlier verdict, and alone it lets no node serve.
 
 The state dir is the controller's (:func:`clusterkit.validate.context.default_state_dir`):
 ``$CLUSTERKIT_STATE_DIR``, else ``/var/lib/clusterkit`` as root, else
@@ -62,10 +64,18 @@ class Verdict(BaseModel):
     source: str = ""  # how that run chose its nodes (the report's source); "file PATH, …" for a saved report
     rails: Optional[list[str]] = None
     weights_gbps: Optional[float] = None
+    #: the run's --checks selection; None: every check (a full validation)
+    checks: Optional[list[str]] = None
 
     @property
     def passing(self) -> bool:
         return self.status in PASSING
+
+    @property
+    def partial(self) -> bool:
+        """Judged by a run of some checks only (``--checks``): its failures are evidence, but
+        its pass says nothing of the checks that did not run."""
+        return self.checks is not None
 
     @property
     def when(self) -> _dt.datetime:
@@ -115,17 +125,23 @@ def verdicts_of(report: FleetReport, source: Optional[str] = None) -> dict[str, 
     when = parse_time(report.created).isoformat(timespec="seconds")
     return {n.node: Verdict(status=n.status.value, time=when, run_id=report.run_id,
                             source=source if source is not None else report.source,
-                            rails=_rails(n), weights_gbps=_weights(n))
+                            rails=_rails(n), weights_gbps=_weights(n), checks=report.checks)
             for n in report.nodes}
 
 
 def merge(*maps: Mapping[str, Verdict]) -> dict[str, Verdict]:
-    """Per node, the newest verdict of all the maps (the later map on a tie)."""
+    """Per node, the newest verdict of all the maps (the later map on a tie); but a partial
+    run's pass (``--checks``) never replaces an earlier verdict: it did not look at everything
+    the earlier one judged."""
     out: dict[str, Verdict] = {}
     for m in maps:
         for node, v in m.items():
             old = out.get(node)
-            if old is None or v.when >= old.when:
+            if old is not None and v.partial and v.passing and v.when >= old.when:
+                out[node] = _carry(old, v)
+            elif old is not None and old.partial and old.passing and v.when < old.when:
+                out[node] = _carry(v, old)
+            elif old is None or v.when >= old.when:
                 if old is not None:
                     v = _carry(v, old)
                 out[node] = v

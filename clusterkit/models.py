@@ -226,6 +226,8 @@ class FleetReport(BaseModel):
     job_id: Optional[str] = None  # the Slurm job id, when the controller ran inside a job (set by the CLI)
     partition: Optional[str] = None  # the Slurm partition the nodes were chosen from (--partition)
     profile: Optional[str] = None
+    #: the --checks selection of the run; null: every check (a full validation)
+    checks: Optional[list[str]] = None
     duration_s: Optional[float] = None
     summary: Summary = Field(default_factory=Summary)
     nodes: list[NodeReport] = Field(default_factory=list)

@@ -96,6 +96,10 @@ def _validation(node: str, v: Optional["Verdict"], now: _dt.datetime, max_age_h:
     where = f"{run}, {v.source}" if v.source else run
     if not v.passing:
         return False, f"last validation {v.status} {_age(age)} ago ({where})"
+    if v.partial:
+        only = ",".join(v.checks or [])
+        return False, (f"last validation ran only --checks {only} ({v.status} {_age(max(age, 0.0))} ago, {where}): "
+                       "validate it whole")
     if age > max_age_h:
         return False, f"last validation ({v.status}) is {_age(age)} old, more than {max_age_h:g} h ({where})"
     if age < -0.1:

@@ -164,7 +164,7 @@ def validate_fleet(
                                          error="interrupted before this node answered")
     node_reports = list(reports.values())
     report = FleetReport(clusterkit_version=__version__, source=source,
-                         profile=", ".join(profiles) if profiles else None,
+                         profile=", ".join(profiles) if profiles else None, checks=list(checks) if checks else None,
                          nodes=node_reports, fleet=judge_fleet(node_reports, baseline),
                          duration_s=round(time.monotonic() - started, 2)).finalize(
                              interrupted=interrupted is not None)

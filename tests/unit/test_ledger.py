@@ -125,3 +125,26 @@ def test_saved_reports_given_explicitly(tmp_path):
 def test_age(tmp_path):
     v = ledger.Verdict(status="pass", time="2025-05-01T10:00:00")  # no zone: UTC
     assert v.age_h(T0 + dt.timedelta(minutes=90)) == pytest.approx(1.5)
+
+
+def test_a_partial_runs_pass_neither_replaces_a_verdict_nor_lets_a_node_serve() -> None:
+    """`validate --checks system` passing after a full run that failed must not clear the
+    failure; alone, it is no validation for deploy serve's gate; its failures do count."""
+    import datetime as dt
+
+    from clusterkit.deploy.gate import decide
+    from clusterkit.ledger import Verdict, merge
+
+    full_fail = {"gpu-003": Verdict(status="fail", time="2026-11-30T08:00:00+00:00", rails=["mlx5_0:1"])}
+    partial_pass = {"gpu-003": Verdict(status="pass", time="2026-11-30T09:00:00+00:00", checks=["system"]),
+                    "gpu-004": Verdict(status="pass", time="2026-11-30T09:00:00+00:00", checks=["system"])}
+    partial_fail = {"gpu-004": Verdict(status="fail", time="2026-11-30T10:00:00+00:00", checks=["gpu.ecc"])}
+    got = merge(full_fail, partial_pass)
+    assert got["gpu-003"].status == "fail" and got["gpu-003"].checks is None
+    assert got["gpu-004"].status == "pass" and got["gpu-004"].partial
+    assert merge(partial_pass, full_fail)["gpu-003"].status == "fail"  # order of the maps does not matter
+    assert merge(got, partial_fail)["gpu-004"].status == "fail"  # a partial run's failure is evidence
+    now = dt.datetime(2026, 11, 30, 9, 30, tzinfo=dt.timezone.utc)
+    res = decide(["gpu-004"], got, slurm=None, partition=None, now=now, max_age_h=24)
+    [d] = res.decisions
+    assert not d.allowed and "ran only --checks system" in d.reason
