@@ -743,22 +743,16 @@ def validate_cmd(sim: str | None, nodes: tuple[str, ...], inventory: str | None,
     from clusterkit import inventory as inv
     from clusterkit.errors import UsageError
     from clusterkit.profiles import load_profile
+    from clusterkit.selection import check_selectors
     from clusterkit.validate.controller import validate_fleet
     from clusterkit.validate.registry import select
 
     nodes_expr = _union(nodes)
     exclude_expr = _union(exclude)
-    if sim is None and not nodes_expr and not inventory and not partition:
-        raise UsageError("say which nodes: --partition NAME, --nodes HOSTLIST, --inventory FILE, or --sim [FLEET]")
-    if nodes_expr and inventory:
-        raise UsageError("--nodes and --inventory are exclusive")
-    if partition and inventory:
-        raise UsageError("--partition and --inventory are exclusive (combine --partition with --nodes)")
+    check_selectors(sim=sim, nodes_expr=nodes_expr, inventory=inventory, partition=partition)
     _check_slurm_options(drain=drain, dry_run=dry_run, force=force, drain_limit=drain_limit,
                          hold_reservation=hold_reservation, via=via, transport_name=transport_name,
                          include_drained=include_drained, partition=partition, slurm_gres=slurm_gres)
-    if sim is not None and inventory:
-        raise UsageError("--sim and --inventory are exclusive (use --sim FLEET --nodes HOSTLIST to pick nodes)")
     check_list = _split_checks(checks)
     select(check_list)  # a typo is refused now, before any connection
     if weights_dir is not None and not weights_dir.startswith("/"):

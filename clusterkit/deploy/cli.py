@@ -1,6 +1,6 @@
 """``clusterkit deploy …``: plan an LLM deployment on the healthy nodes (``plan`` here); the
-serving commands come from ``clusterkit.deploy.cli_serve`` (its ``COMMANDS`` list) when that
-module exists.
+serving commands come from ``clusterkit.deploy.cli_serve`` and ``deploy agent`` (clusterkit onto
+the nodes) from ``clusterkit.deploy.cli_agent`` (their ``COMMANDS`` lists) when those modules exist.
 
 Exit codes: 0 a plan; 2 bad input, an unknown model, or a plan that cannot fit (the error line
 shows the arithmetic).
@@ -83,15 +83,17 @@ def plan_cmd(model_spec: str, gpus_per_node: int, gpu_mem_gib: float, dtype: str
 
 
 def _register() -> None:
-    """Add the commands of clusterkit.deploy.cli_serve (its COMMANDS list), when it exists."""
-    try:
-        serve = importlib.import_module("clusterkit.deploy.cli_serve")
-    except ModuleNotFoundError as e:
-        if e.name != "clusterkit.deploy.cli_serve":  # the module is there, one of its imports is not
-            raise
-        return
-    for cmd in getattr(serve, "COMMANDS", []):
-        deploy_group.add_command(cmd)
+    """Add the commands of clusterkit.deploy.cli_serve and clusterkit.deploy.cli_agent (their
+    COMMANDS lists), when they exist."""
+    for name in ("clusterkit.deploy.cli_serve", "clusterkit.deploy.cli_agent"):
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name != name:  # the module is there, one of its imports is not
+                raise
+            continue
+        for cmd in getattr(module, "COMMANDS", []):
+            deploy_group.add_command(cmd)
 
 
 _register()

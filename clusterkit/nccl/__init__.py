@@ -10,5 +10,6 @@ One module per concern, from pure to I/O:
 * :mod:`~clusterkit.nccl.launch`   launchers: Slurm (srun steps), mpirun over SSH, the simulator
 * :mod:`~clusterkit.nccl.watchdog` a per-test timeout, and an end for a test that hangs after
   printing its result
-* :mod:`~clusterkit.nccl.cli`      ``nccl single``, ``nccl localize``, ``nccl check``
+* :mod:`~clusterkit.nccl.cli`      ``nccl check``; :mod:`~clusterkit.nccl.cli_run` ``nccl single``, ``nccl localize``
+  (nodes chosen by :mod:`clusterkit.selection`)
 """

@@ -91,7 +91,7 @@ class _Run:
     """What both commands set up: nodes, profile, settings, rails, launcher."""
 
     def __init__(self, kw: dict[str, Any], *, cross_node: bool) -> None:
-        from clusterkit.nccl.select import select_nodes
+        from clusterkit.selection import select_nodes
         from clusterkit.profiles import load_profile
 
         self.kw = kw
@@ -277,7 +277,7 @@ def localize_cmd(topology_file: Optional[str], **kw: Any) -> int:
     (tests that could not run; an uplink that two leaves share), 2 usage error.
     """
     from clusterkit.nccl.localize import localize
-    from clusterkit.nccl.select import leaves_for
+    from clusterkit.selection import leaves_for
 
     run = _Run(kw, cross_node=True)
     if len(run.sel.nodes) < 2:

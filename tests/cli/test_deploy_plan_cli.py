@@ -136,4 +136,4 @@ def test_serve_commands_join_the_group_when_their_module_exists():
             "print(' '.join(sorted(deploy_group.commands)))\n")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
-    assert p.stdout.split() == ["plan", "serve", "status"]
+    assert p.stdout.split() == ["agent", "plan", "serve", "status"]

@@ -1,10 +1,12 @@
-"""Which nodes an ``nccl`` command tests, and what is known about them: the Slurm state, the
-simulated fleet, the switch topology. Shared by ``nccl single`` and ``nccl localize``.
+"""Which nodes a command works on, and what is known about them: the Slurm state, the
+simulated fleet, the switch topology. Shared by ``nccl single`` / ``nccl localize`` and
+``deploy agent``; ``validate`` shares the selector rules (:func:`check_selectors`).
 
-The node selectors are validate's: ``--sim [FLEET]``, ``--nodes HOSTLIST``, ``--partition NAME``
-(with ``--nodes``: those of its nodes), ``--inventory FILE``, ``--exclude``. Nodes that are down
-or drained are left out and listed: a drained node takes no srun job, and a node someone took
-out of service is not ours to load with a network test.
+The node selectors: ``--sim [FLEET]``, ``--nodes HOSTLIST``, ``--partition NAME`` (with
+``--nodes``: those of its nodes), ``--inventory FILE``, ``--exclude``. For tests, nodes that are
+down or drained are left out and listed (a drained node takes no srun job, and a node someone
+took out of service is not ours to load with a network test); ``deploy agent`` keeps drained
+nodes (a node back from repair needs the agent before it can be validated).
 """
 
 from __future__ import annotations
@@ -32,12 +34,9 @@ class Selection:
         return [n.name for n in self.nodes]
 
 
-def select_nodes(*, sim: Optional[str], nodes_expr: Optional[str], inventory: Optional[str],
-                 partition: Optional[str], exclude_expr: Optional[str], need_slurm: bool = False,
-                 slurm_backend: str = "auto") -> Selection:
-    """The nodes to test; a usage error (exit 2) names what is wrong before anything runs."""
-    from clusterkit import inventory as inv
-
+def check_selectors(*, sim: Optional[str], nodes_expr: Optional[str], inventory: Optional[str],
+                    partition: Optional[str]) -> None:
+    """The selector combinations that make no sense: a usage error (exit 2) before anything runs."""
     if sim is None and not nodes_expr and not inventory and not partition:
         raise UsageError("say which nodes: --partition NAME, --nodes HOSTLIST, --inventory FILE, or --sim [FLEET]")
     if nodes_expr and inventory:
@@ -46,6 +45,17 @@ def select_nodes(*, sim: Optional[str], nodes_expr: Optional[str], inventory: Op
         raise UsageError("--partition and --inventory are exclusive (combine --partition with --nodes)")
     if sim is not None and inventory:
         raise UsageError("--sim and --inventory are exclusive (use --sim FLEET --nodes HOSTLIST to pick nodes)")
+
+
+def select_nodes(*, sim: Optional[str], nodes_expr: Optional[str], inventory: Optional[str],
+                 partition: Optional[str], exclude_expr: Optional[str], need_slurm: bool = False,
+                 slurm_backend: str = "auto", keep_drained: bool = False) -> Selection:
+    """The nodes to work on; a usage error (exit 2) names what is wrong before anything runs.
+    Down nodes are left out (and listed in ``skipped``); drained ones too unless
+    ``keep_drained``."""
+    from clusterkit import inventory as inv
+
+    check_selectors(sim=sim, nodes_expr=nodes_expr, inventory=inventory, partition=partition)
     sel = Selection(nodes=[], source="")
     if partition or need_slurm:
         from clusterkit.slurm.backend import make_backend
@@ -85,7 +95,7 @@ def select_nodes(*, sim: Optional[str], nodes_expr: Optional[str], inventory: Op
         keep: list[Node] = []
         for n in sel.nodes:
             st = states.get(n.name)
-            if st is not None and (st.down or st.drained):
+            if st is not None and (st.down or (st.drained and not keep_drained)):
                 why = "drained: takes no jobs" if st.drained else "down"
                 sel.skipped.append(SkippedNode(node=n.name, state=st.state_text, reason=st.reason, why=why))
             elif st is None and need_slurm:
