@@ -37,7 +37,9 @@ from clusterkit.deploy import agent
 from clusterkit.models import Node
 
 REPO = Path(__file__).resolve().parents[2]
-CACHE = Path(tempfile.gettempdir()) / "clusterkit-test-deploy-agent-cache"
+#: the wheelhouse cache; the runbook rehearsal (bring-up) shares it through XDG_CACHE_HOME
+XDG_CACHE = Path(tempfile.gettempdir()) / "clusterkit-test-cache"
+CACHE = XDG_CACHE / "clusterkit"
 NODES = ["gpu-001", "gpu-002", "gpu-003", "gpu-004"]
 
 
