@@ -37,7 +37,8 @@ def _warn(message: str) -> None:
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
-             lazy={"deploy": "clusterkit.deploy.cli:deploy_group", "nccl": "clusterkit.nccl.cli:nccl_group",
+             lazy={"deploy": "clusterkit.deploy.cli:deploy_group", "inventory": "clusterkit.inventory_cli:inventory_group",
+                   "nccl": "clusterkit.nccl.cli:nccl_group",
                    "slurm": "clusterkit.slurm.cli:slurm_group",
                    "telemetry": "clusterkit.telemetry.cli:telemetry_group"})
 @click.version_option(__version__, prog_name="clusterkit")
