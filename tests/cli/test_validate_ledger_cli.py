@@ -18,7 +18,13 @@ def run(*args: str, state: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_validate_feeds_the_deploy_gate(tmp_path: Path) -> None:
+    # a partial run (--checks) is no validation: its pass lets no node serve
     p = run("validate", "--sim", "--checks", "gpu", "--json", state=tmp_path)
+    assert p.returncode == 1, p.stderr
+    p = run("deploy", "serve", "--engine", "vllm", "--model", "meta-llama/Llama-3.1-8B", "--tp", "8",
+            "--nodes", "gpu-[001-004]", "--dry-run", state=tmp_path)
+    assert p.returncode == 1 and "gpu-001: refused: last validation ran only --checks gpu" in p.stderr, p.stderr
+    p = run("validate", "--sim", "--json", state=tmp_path)
     assert p.returncode == 1, p.stderr
     run_id = json.loads(p.stdout)["run_id"]
     ledger = json.loads((tmp_path / "ledger.json").read_text())
