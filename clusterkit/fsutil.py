@@ -58,3 +58,21 @@ def last_json_object(text: str) -> Optional[dict[str, Any]]:
                 return None
             return doc if isinstance(doc, dict) else None
     return None
+
+
+def publish_dir(tmp: str, path: str, mark: str = ".complete") -> None:
+    """Move the finished directory ``tmp`` (holding the file ``mark``) to ``path`` in one
+    rename. When another process published it first (same content: keyed by what it holds),
+    theirs is kept; a stale one without ``mark`` is replaced. ``tmp`` is removed either way."""
+    import shutil
+
+    try:
+        try:
+            os.rename(tmp, path)
+        except OSError:
+            if not os.path.isfile(os.path.join(path, mark)):
+                shutil.rmtree(path, ignore_errors=True)
+                os.rename(tmp, path)
+    finally:
+        if os.path.isdir(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)

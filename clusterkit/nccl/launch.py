@@ -50,7 +50,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Literal, Mapping, Optional, Protocol, Sequence
+from typing import TYPE_CHECKING, Callable, Literal, Mapping, Optional, Protocol, Sequence, Union
 
 from clusterkit.errors import ParseError, TransportError, UsageError
 from clusterkit.nccl.judge import busbw_at
@@ -419,6 +419,17 @@ class _BaseLauncher:
         self._closed = threading.Event()
         self._json: Optional[bool] = None
         self._json_lock = threading.Lock()
+
+    def sweep_rails(self, test: NcclTest) -> Union[list[str], Measured]:
+        """The rails an ib_sweep test runs on (its first node's), or why it cannot run."""
+        if len(test.nodes) < 2:
+            return Measured(test=test, failure="launch", message="ib_sweep needs two nodes")
+        if self.settings.rails is None:
+            return Measured(test=test, failure="launch", message=f"no rail list for {test.nodes[0]}")
+        rails = list(self.settings.rails(test.nodes[0]))
+        if not rails:
+            return Measured(test=test, failure="launch", message=f"no rails on {test.nodes[0]}")
+        return rails
 
     def run_one(self, test: NcclTest, timeout: float) -> Measured:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -799,13 +810,10 @@ class SlurmLauncher(_BaseLauncher):
 
     def _ib_sweep(self, test: NcclTest, timeout: float) -> Measured:
         s = self.settings
-        if len(test.nodes) < 2:
-            return Measured(test=test, failure="launch", message="ib_sweep needs two nodes")
-        if s.rails is None:
-            return Measured(test=test, failure="launch", message=f"no rail list for {test.nodes[0]}")
-        rails = list(s.rails(test.nodes[0]))
-        if not rails:
-            return Measured(test=test, failure="launch", message=f"no rails on {test.nodes[0]}")
+        rails_or_why = self.sweep_rails(test)
+        if isinstance(rails_or_why, Measured):
+            return rails_or_why
+        rails = rails_or_why
         argv = [*self.srun_argv(test, timeout), *ib_sweep_argv(test, rails, s, timeout=max(5.0, timeout - 5))]
         try:
             r = self._watchdog.run(argv, env=self.step_env({}), timeout=timeout, grace=0.0,
@@ -920,11 +928,10 @@ class MpirunSshLauncher(_BaseLauncher):
         from clusterkit.transport import CommandResult, Task
 
         s = self.settings
-        if len(test.nodes) < 2:
-            return Measured(test=test, failure="launch", message="ib_sweep needs two nodes")
-        if s.rails is None:
-            return Measured(test=test, failure="launch", message=f"no rail list for {test.nodes[0]}")
-        rails = list(s.rails(test.nodes[0]))
+        rails_or_why = self.sweep_rails(test)
+        if isinstance(rails_or_why, Measured):
+            return rails_or_why
+        rails = rails_or_why
         started = time.monotonic()
         client, server = self._node(test.nodes[0]), self._node(test.nodes[1])
         secs = str(max(1, int(timeout)))

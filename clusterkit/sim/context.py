@@ -120,16 +120,12 @@ def _generate(node: SimNode, path: str) -> None:
         write_stress_stand_ins(node, tmp, path)  # clusterkit-stress-worker, dcgmi, gpu_burn
         os.makedirs(os.path.join(tmp, "state"), mode=0o755)
         _write(os.path.join(tmp, ".complete"), "")
-        try:
-            os.rename(tmp, path)
-        except OSError:
-            # another process generated it first (or a stale one is there): keep theirs
-            if not os.path.isfile(os.path.join(path, ".complete")):
-                shutil.rmtree(path, ignore_errors=True)
-                os.rename(tmp, path)
-    finally:
-        if os.path.isdir(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    from clusterkit.fsutil import publish_dir
+
+    publish_dir(tmp, path)  # another process generated it first: theirs stays
 
 
 _LANES = ((2.5, "SDR"), (5.0, "DDR"), (10.0, "QDR"), (14.0, "FDR"), (25.0, "EDR"), (50.0, "HDR"),

@@ -205,6 +205,8 @@ def write_stand_ins(path: str, fleet: Any) -> None:
     import shutil
     import tempfile
 
+    from clusterkit.fsutil import publish_dir
+
     me = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fabric.py")
     root = os.path.dirname(path)
     os.makedirs(root, mode=0o755, exist_ok=True)
@@ -228,16 +230,10 @@ def write_stand_ins(path: str, fleet: Any) -> None:
         with open(os.path.join(tmp, ".complete"), "w", encoding="utf-8"):
             pass
         os.chmod(tmp, 0o755)
-        try:
-            os.rename(tmp, path)
-        except OSError:
-            # another process put its copy there first (same content): keep it
-            if not os.path.isfile(os.path.join(path, ".complete")):
-                shutil.rmtree(path, ignore_errors=True)
-                os.rename(tmp, path)
-    finally:
-        if os.path.isdir(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    publish_dir(tmp, path)  # another process's copy (same content) stays
 
 
 # ------------------------------------------------------------------ the model
