@@ -34,7 +34,7 @@ from clusterkit.deploy import agent  # noqa: E402
 from tests.infra.nodeenv import NodeEnvError, ensure_node_venv  # noqa: E402
 from tests.infra.sshfleet import BENCH_NETWORK, SshFleet, loopback_nodes, unavailable_reason  # noqa: E402
 
-CACHE = Path(tempfile.gettempdir()) / "clusterkit-test-deploy-agent-cache"
+CACHE = Path(tempfile.gettempdir()) / "clusterkit-test-cache" / "clusterkit"  # the tests' wheelhouse cache
 
 
 def log(msg: str) -> None:
