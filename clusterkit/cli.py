@@ -627,12 +627,6 @@ def _check_outputs(*pairs: tuple[Optional[str], str]) -> None:
         seen[key] = opt
 
 
-def _union(values: tuple[str, ...]) -> Optional[str]:
-    """Repeated hostlist options are one union (a comma joins hostlists)."""
-    items = [v for v in values if v and v.strip()]
-    return ",".join(items) if items else None
-
-
 def _echo_stdout(text: str) -> bool:
     """Write the report to stdout; a closed or full stdout is reported, not fatal."""
     if _STDOUT_CLOSED:
@@ -744,12 +738,12 @@ def validate_cmd(sim: str | None, nodes: tuple[str, ...], inventory: str | None,
     from clusterkit import inventory as inv
     from clusterkit.errors import UsageError
     from clusterkit.profiles import load_profile
-    from clusterkit.selection import check_selectors
+    from clusterkit.selection import check_selectors, union
     from clusterkit.validate.controller import validate_fleet
     from clusterkit.validate.registry import select
 
-    nodes_expr = _union(nodes)
-    exclude_expr = _union(exclude)
+    nodes_expr = union(nodes)
+    exclude_expr = union(exclude)
     check_selectors(sim=sim, nodes_expr=nodes_expr, inventory=inventory, partition=partition)
     _check_slurm_options(drain=drain, dry_run=dry_run, force=force, drain_limit=drain_limit,
                          hold_reservation=hold_reservation, via=via, transport_name=transport_name,

@@ -19,6 +19,13 @@ from clusterkit.errors import UsageError
 from clusterkit.models import Node, SkippedNode
 
 
+def union(values: tuple[str, ...]) -> Optional[str]:
+    """Repeated hostlist options (``--nodes``, ``--exclude``) are one union (a comma joins
+    hostlists); None when none was given."""
+    items = [v for v in values if v and v.strip()]
+    return ",".join(items) if items else None
+
+
 @dataclass
 class Selection:
     nodes: list[Node]

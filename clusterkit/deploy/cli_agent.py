@@ -28,10 +28,6 @@ from clusterkit.deploy.agent import (
 SUDO_PASSWORD_ENV = "CLUSTERKIT_SUDO_PASSWORD"
 
 
-def _union(values: tuple[str, ...]) -> Optional[str]:
-    return ",".join(v for v in values if v) or None
-
-
 def _abs_remote(option: str, path: str) -> str:
     from clusterkit.errors import UsageError
 
@@ -148,10 +144,10 @@ def agent_cmd(nodes: tuple[str, ...], partition: Optional[str], inventory: Optio
         else:
             password = os.environ.get(SUDO_PASSWORD_ENV) or None
 
-    from clusterkit.selection import select_nodes
+    from clusterkit.selection import select_nodes, union
 
-    sel = select_nodes(sim=None, nodes_expr=_union(nodes), inventory=inventory, partition=partition,
-                       exclude_expr=_union(exclude), keep_drained=True)
+    sel = select_nodes(sim=None, nodes_expr=union(nodes), inventory=inventory, partition=partition,
+                       exclude_expr=union(exclude), keep_drained=True)
     options = Options(prefix=prefix, python=python, bin_dir=bin_dir, keep=keep, sudo=sudo, dry_run=dry_run,
                       extras=tuple(extras), state_dir=_abs_remote("--state-dir", state_dir) if state_dir else None,
                       state_owner=state_owner, timeout=timeout)

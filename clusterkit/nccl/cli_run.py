@@ -19,11 +19,6 @@ from clusterkit.errors import UsageError
 LAUNCHERS = ("auto", "slurm", "mpirun", "sim")
 
 
-def _union(values: tuple[str, ...]) -> Optional[str]:
-    parts = [v.strip() for v in values if v.strip()]
-    return ",".join(parts) if parts else None
-
-
 def _size(value: str) -> int:
     """8G, 8GiB, 512M, 1048576: nccl-tests' size suffixes (K/M/G are powers of 1024)."""
     import re
@@ -91,7 +86,7 @@ class _Run:
     """What both commands set up: nodes, profile, settings, rails, launcher."""
 
     def __init__(self, kw: dict[str, Any], *, cross_node: bool) -> None:
-        from clusterkit.selection import select_nodes
+        from clusterkit.selection import select_nodes, union
         from clusterkit.profiles import load_profile
 
         self.kw = kw
@@ -112,8 +107,8 @@ class _Run:
             from clusterkit.cli import _check_outputs
 
             _check_outputs((kw["output"], "--output"))
-        self.sel = select_nodes(sim=kw["sim"], nodes_expr=_union(kw["nodes"]), inventory=kw["inventory"],
-                                partition=kw["partition"], exclude_expr=_union(kw["exclude"]),
+        self.sel = select_nodes(sim=kw["sim"], nodes_expr=union(kw["nodes"]), inventory=kw["inventory"],
+                                partition=kw["partition"], exclude_expr=union(kw["exclude"]),
                                 need_slurm=name == "slurm", slurm_backend=kw["slurm_backend"])
         spec = kw["profile"] or (self.sel.fleet.profile if self.sel.fleet is not None and self.sel.fleet.profile
                                  else None) or "h100-sxm"

@@ -50,7 +50,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Literal, Mapping, Optional, Protocol, Sequence, Union
+from typing import TYPE_CHECKING, Callable, Literal, Mapping, Optional, Protocol, Sequence
 
 from clusterkit.errors import ParseError, TransportError, UsageError
 from clusterkit.nccl.judge import busbw_at
@@ -420,8 +420,8 @@ class _BaseLauncher:
         self._json: Optional[bool] = None
         self._json_lock = threading.Lock()
 
-    def sweep_rails(self, test: NcclTest) -> Union[list[str], Measured]:
-        """The rails an ib_sweep test runs on (its first node's), or why it cannot run."""
+    def ib_sweep(self, test: NcclTest, timeout: float) -> Measured:
+        """An ib_sweep test on its first node's rails (or why it cannot run): :meth:`_ib_sweep`."""
         if len(test.nodes) < 2:
             return Measured(test=test, failure="launch", message="ib_sweep needs two nodes")
         if self.settings.rails is None:
@@ -429,7 +429,10 @@ class _BaseLauncher:
         rails = list(self.settings.rails(test.nodes[0]))
         if not rails:
             return Measured(test=test, failure="launch", message=f"no rails on {test.nodes[0]}")
-        return rails
+        return self._ib_sweep(test, rails, timeout)
+
+    def _ib_sweep(self, test: NcclTest, rails: list[str], timeout: float) -> Measured:  # pragma: no cover
+        raise NotImplementedError
 
     def run_one(self, test: NcclTest, timeout: float) -> Measured:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -565,7 +568,7 @@ class SimLauncher(_BaseLauncher):
 
     def run_one(self, test: NcclTest, timeout: float) -> Measured:
         if test.kind == "ib_sweep":
-            return self._ib_sweep(test, timeout)
+            return self.ib_sweep(test, timeout)
         binary = os.path.join(self.bin_dir, "all_reduce_perf")
         env = self._env(test.nodes, test.nodes[0], env_for_test(test, self.settings))
         json_path = None
@@ -582,14 +585,9 @@ class SimLauncher(_BaseLauncher):
             if json_path is not None:
                 _unlink(json_path)
 
-    def _ib_sweep(self, test: NcclTest, timeout: float) -> Measured:
+    def _ib_sweep(self, test: NcclTest, rails: list[str], timeout: float) -> Measured:
         s = self.settings
         started = time.monotonic()
-        if len(test.nodes) < 2:
-            return Measured(test=test, failure="launch", message="ib_sweep needs two nodes")
-        if s.rails is None:
-            return Measured(test=test, failure="launch", message=f"no rail list for {test.nodes[0]}")
-        rails = list(s.rails(test.nodes[0]))
         client, server = test.nodes[0], test.nodes[1]
         ib = IbWriteBwSettings(binary=os.path.join(self.bin_dir, "ib_write_bw"), size=s.ib_write_bw.size,
                                report_gbits=s.ib_write_bw.report_gbits, base_port=s.ib_write_bw.base_port)
@@ -783,7 +781,7 @@ class SlurmLauncher(_BaseLauncher):
 
     def run_one(self, test: NcclTest, timeout: float) -> Measured:
         if test.kind == "ib_sweep":
-            return self._ib_sweep(test, timeout)
+            return self.ib_sweep(test, timeout)
         s = self.settings
         env = self.step_env(env_for_test(test, s))
         head = program(s)
@@ -808,12 +806,8 @@ class SlurmLauncher(_BaseLauncher):
             m.message = f"no allocation within {timeout:g}s: the nodes are busy or reserved"
         return m
 
-    def _ib_sweep(self, test: NcclTest, timeout: float) -> Measured:
+    def _ib_sweep(self, test: NcclTest, rails: list[str], timeout: float) -> Measured:
         s = self.settings
-        rails_or_why = self.sweep_rails(test)
-        if isinstance(rails_or_why, Measured):
-            return rails_or_why
-        rails = rails_or_why
         argv = [*self.srun_argv(test, timeout), *ib_sweep_argv(test, rails, s, timeout=max(5.0, timeout - 5))]
         try:
             r = self._watchdog.run(argv, env=self.step_env({}), timeout=timeout, grace=0.0,
@@ -905,7 +899,7 @@ class MpirunSshLauncher(_BaseLauncher):
         from clusterkit.transport import CommandResult, Task
 
         if test.kind == "ib_sweep":
-            return self._ib_sweep(test, timeout)
+            return self.ib_sweep(test, timeout)
         env = {k: v for k, v in env_for_test(test, self.settings).items() if v is not None}
         task = Task(key=test.key, nodes=tuple(self._node(n) for n in test.nodes),
                     argv=self.argv(test), timeout=timeout, env=env)
@@ -924,14 +918,10 @@ class MpirunSshLauncher(_BaseLauncher):
                             log=trim_log(outcome.output_tail(self.settings.log_limit), self.settings.log_limit))
         return Measured(test=test, failure="launch", message="the transport returned no outcome")
 
-    def _ib_sweep(self, test: NcclTest, timeout: float) -> Measured:
+    def _ib_sweep(self, test: NcclTest, rails: list[str], timeout: float) -> Measured:
         from clusterkit.transport import CommandResult, Task
 
         s = self.settings
-        rails_or_why = self.sweep_rails(test)
-        if isinstance(rails_or_why, Measured):
-            return rails_or_why
-        rails = rails_or_why
         started = time.monotonic()
         client, server = self._node(test.nodes[0]), self._node(test.nodes[1])
         secs = str(max(1, int(timeout)))
