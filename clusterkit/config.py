@@ -21,19 +21,23 @@ from __future__ import annotations
 
 from typing import Annotated, Any, TypeVar
 
-from pydantic import AllowInfNan, BaseModel, Strict, ValidationError
-from pydantic_core import PydanticCustomError
+from typing import TYPE_CHECKING
 
 from clusterkit.errors import ConfigError
+from clusterkit.record import FINITE, STRICT
 
-M = TypeVar("M", bound=BaseModel)
+if TYPE_CHECKING:  # pragma: no cover
+    from pydantic_core import PydanticCustomError
 
+M = TypeVar("M")
+
+# The markers are read by Records (clusterkit.record) and by pydantic models alike.
 #: A whole number: no booleans, no strings, no floats.
-Int = Annotated[int, Strict()]
+Int = Annotated[int, STRICT]
 #: Any finite number, whole or not: no booleans, no strings, no ``.inf``/``.nan``.
-Num = Annotated[float, Strict(), AllowInfNan(False)]
+Num = Annotated[float, STRICT, FINITE]
 #: A flag: ``true``/``false`` only.
-Bool = Annotated[bool, Strict()]
+Bool = Annotated[bool, STRICT]
 
 #: The most GPUs one node (one OS) may have. An HGX/DGX baseboard has 8, the largest single-OS
 #: systems have had 16 (DGX-2/HGX-2), and a GB200 NVL72 rack is 18 nodes of 4 GPUs each; 64
@@ -56,8 +60,11 @@ MAX_NODES = 500_000
 MAX_DEPTH = 64
 
 
-def invalid(message: str) -> PydanticCustomError:
-    """An error for a validator to raise: ``message`` is shown as it is (no 'Value error, ')."""
+def invalid(message: str) -> "PydanticCustomError":
+    """An error for a pydantic model's validator to raise: ``message`` is shown as it is (no
+    'Value error, '). A Record's validator raises ``clusterkit.record.Invalid`` instead."""
+    from pydantic_core import PydanticCustomError
+
     return PydanticCustomError("invalid", "{message}", {"message": message})
 
 
@@ -76,8 +83,9 @@ def split_words(value: Any) -> Any:
     return value
 
 
-def first_error(e: ValidationError) -> str:
-    """One line for the first problem pydantic found: 'gpu.count: Input should be ...'."""
+def first_error(e: Any) -> str:
+    """One line for the first problem of a ValidationError (pydantic's or a Record's, alike):
+    'gpu.count: Input should be ...'."""
     errs = e.errors()
     if not errs:  # pragma: no cover
         return str(e).splitlines()[0]
@@ -212,17 +220,50 @@ def _parse(text: str, label: str) -> Any:
         raise ConfigError(f"{label}: nested too deeply") from None
 
 
+def is_validation_error(e: BaseException) -> bool:
+    """A Record's or a pydantic model's ValidationError (both are ValueErrors; pydantic's is
+    recognised without importing pydantic)."""
+    return type(e).__name__ == "ValidationError" and callable(getattr(e, "errors", None))
+
+
 def load_yaml_model(text: str, model: type[M], label: str, expected: str = "a mapping of keys") -> M:
-    """Validate YAML (or JSON) ``text`` as ``model``; ``label`` ('profile my.yaml') starts errors."""
+    """Validate YAML (or JSON) ``text`` as ``model`` (a Record or a pydantic model); ``label``
+    ('profile my.yaml') starts errors."""
     data = safe_load(text, label)
     if not isinstance(data, dict):
         raise ConfigError(f"{label}: expected {expected}, got {type(data).__name__}")
     try:
-        return model.model_validate(data)
-    except ValidationError as e:
+        return model.model_validate(data)  # type: ignore[attr-defined]
+    except ValueError as e:
+        if not is_validation_error(e):
+            raise
         raise ConfigError(f"{label}: {first_error(e)}") from None
     except RecursionError:  # pragma: no cover - MAX_DEPTH stops nesting well before this
         raise ConfigError(f"{label}: nested too deeply") from None
+
+
+def package_text(package: str, *parts: str) -> str | None:
+    """The text of a data file of a clusterkit package (``package_text("clusterkit.profiles",
+    "h100-sxm.yaml")``), or None when there is none. Read beside the module, as a wheel installs
+    it; importlib.resources (its import alone costs node-check about 8 ms) only for a package
+    that is not plain files (a zip)."""
+    import os
+    import sys
+
+    module = sys.modules.get(package)
+    where = getattr(module, "__file__", None)
+    if where:
+        try:
+            with open(os.path.join(os.path.dirname(where), *parts), encoding="utf-8") as fh:
+                return fh.read()
+        except FileNotFoundError:
+            return None
+        except OSError:  # pragma: no cover - not a directory: a zip import
+            pass
+    from importlib import resources  # pragma: no cover - the same, from a zip
+
+    f = resources.files(package).joinpath(*parts)  # pragma: no cover
+    return f.read_text(encoding="utf-8") if f.is_file() else None  # pragma: no cover
 
 
 def read_text(path: str, label: str) -> str:

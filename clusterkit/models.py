@@ -10,7 +10,7 @@ import datetime as _dt
 from enum import Enum
 from typing import Any, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from clusterkit.record import ConfigDict, Field, Record, field_validator
 
 REPORT_SCHEMA = "clusterkit.report/v1"
 NODE_SCHEMA = "clusterkit.node/v1"
@@ -67,7 +67,7 @@ class NodeStatus(str, Enum):
         return self.value
 
 
-class CheckResult(BaseModel):
+class CheckResult(Record):
     """One verdict: a stable dotted id, what it is about, what was measured and against what."""
 
     model_config = _TOLERANT
@@ -96,7 +96,7 @@ class CheckResult(BaseModel):
         return v
 
 
-class Node(BaseModel):
+class Node(Record):
     """A node of the fleet and how to reach it."""
 
     model_config = ConfigDict(extra="forbid", frozen=False, defer_build=True)
@@ -113,7 +113,7 @@ class Node(BaseModel):
         return self.host or self.name
 
 
-class NodeReport(BaseModel):
+class NodeReport(Record):
     """What one node reported (node-check's JSON), or why it reported nothing."""
 
     model_config = _TOLERANT
@@ -154,7 +154,7 @@ class NodeReport(BaseModel):
         return NodeStatus.PASS
 
 
-class FleetFinding(BaseModel):
+class FleetFinding(Record):
     """A verdict about the fleet as a whole (drift, outliers), naming the nodes concerned."""
 
     model_config = _CONTROLLER
@@ -167,7 +167,7 @@ class FleetFinding(BaseModel):
     message: str = ""
 
 
-class SkippedNode(BaseModel):
+class SkippedNode(Record):
     """A node chosen (by --partition) but not validated: down, or drained by someone else."""
 
     model_config = _CONTROLLER
@@ -178,7 +178,7 @@ class SkippedNode(BaseModel):
     why: str = ""  # why clusterkit left it out
 
 
-class SlurmAction(BaseModel):
+class SlurmAction(Record):
     """One change to Slurm a run made, would make (--dry-run), or refused to make."""
 
     model_config = _CONTROLLER
@@ -195,7 +195,7 @@ class SlurmAction(BaseModel):
     message: str = ""
 
 
-class Summary(BaseModel):
+class Summary(Record):
     model_config = _CONTROLLER
 
     nodes: int = 0
@@ -211,7 +211,7 @@ class Summary(BaseModel):
     internal_errors: int = 0
 
 
-class FleetReport(BaseModel):
+class FleetReport(Record):
     """The one JSON document of a run; every other sink renders from it."""
 
     model_config = ConfigDict(extra="ignore", populate_by_name=True, defer_build=True)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from clusterkit.record import ConfigDict, Record
 
 from clusterkit.errors import ParseError
 
 
-class ParsedOutput(BaseModel):
+class ParsedOutput(Record):
     """Base of every parser's result model."""
 
     model_config = ConfigDict(extra="forbid")

@@ -40,14 +40,14 @@ import json
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from clusterkit.record import ConfigDict, Record
 
 from clusterkit.parsers.base import ParsedOutput, fail, split_lines, not_recognised
 
 TOOL = "dcgmi-diag"
 
 
-class DcgmiTest(BaseModel):
+class DcgmiTest(Record):
     model_config = ConfigDict(extra="forbid")
 
     name: str

@@ -19,14 +19,14 @@ import json
 import re
 from typing import Any, Optional
 
-from pydantic import BaseModel, ConfigDict
+from clusterkit.record import ConfigDict, Record
 
 from clusterkit.parsers.base import ParsedOutput, fail, split_lines, not_recognised
 
 TOOL = "fio"
 
 
-class FioJob(BaseModel):
+class FioJob(Record):
     """One fio job (or one group, with ``group_reporting``)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -57,7 +57,7 @@ class FioJob(BaseModel):
     error: Optional[str] = None
 
 
-class FioDisk(BaseModel):
+class FioDisk(Record):
     """One line of "Disk stats" / one ``disk_util`` entry."""
 
     model_config = ConfigDict(extra="forbid")

@@ -24,14 +24,14 @@ from __future__ import annotations
 import math
 import re
 
-from pydantic import BaseModel, ConfigDict
+from clusterkit.record import ConfigDict, Record
 
 from clusterkit.parsers.base import ParsedOutput, fail, split_lines, not_recognised
 
 TOOL = "gpu-burn"
 
 
-class GpuBurnGpu(BaseModel):
+class GpuBurnGpu(Record):
     model_config = ConfigDict(extra="forbid")
 
     index: int

@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from typing import Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from clusterkit.record import ConfigDict, Field, Record
 
 from clusterkit.parsers.base import ParsedOutput, fail, split_lines
 
@@ -29,7 +29,7 @@ Number = Union[int, float]
 # --------------------------------------------------------------------------- models
 
 
-class IbPort(BaseModel):
+class IbPort(Record):
     """One port of a CA."""
 
     model_config = ConfigDict(extra="forbid")
@@ -57,7 +57,7 @@ class IbPort(BaseModel):
         return self.state == "ACTIVE"
 
 
-class IbCa(BaseModel):
+class IbCa(Record):
     """One channel adapter (HCA / NIC function) and its ports."""
 
     model_config = ConfigDict(extra="forbid")

@@ -25,7 +25,7 @@ import math
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from clusterkit.record import ConfigDict, Record
 
 from clusterkit.errors import ParseError
 from clusterkit.parsers.base import ParsedOutput, fail, split_lines, not_recognised
@@ -33,7 +33,7 @@ from clusterkit.parsers.base import ParsedOutput, fail, split_lines, not_recogni
 TOOL = "nccl-tests"
 
 
-class _Model(BaseModel):
+class _Model(Record):
     model_config = ConfigDict(extra="forbid")
 
 

@@ -26,14 +26,14 @@ import math
 import re
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from clusterkit.record import ConfigDict, Record
 
 from clusterkit.parsers.base import ParsedOutput, fail, split_lines, not_recognised
 
 TOOL = "nvbandwidth"
 
 
-class _Model(BaseModel):
+class _Model(Record):
     model_config = ConfigDict(extra="forbid")
 
 

@@ -16,7 +16,7 @@ import re
 import xml.etree.ElementTree as ET
 from typing import Iterable, Iterator
 
-from pydantic import BaseModel, ConfigDict, Field
+from clusterkit.record import ConfigDict, Field, Record
 
 from clusterkit.errors import ParseError
 from clusterkit.parsers.base import ParsedOutput, fail, split_lines
@@ -62,7 +62,7 @@ def is_na(value: str | None) -> bool:
 
 
 # --------------------------------------------------------------------------- model
-class _Model(BaseModel):
+class _Model(Record):
     model_config = ConfigDict(extra="forbid")
 
 

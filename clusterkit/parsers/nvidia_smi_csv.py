@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 
-from pydantic import BaseModel, ConfigDict, Field
+from clusterkit.record import ConfigDict, Field, Record
 
 from clusterkit.parsers.base import ParsedOutput, fail, split_lines
 from clusterkit.parsers.nvidia_smi import detect_failure, is_na
@@ -52,7 +52,7 @@ _OLD_REASONS, _NEW_REASONS = "clocks_throttle_reasons.", "clocks_event_reasons."
 _QUERY_ERRORS = ("is not a valid field to query", "invalid combination of input arguments")
 
 
-class _Model(BaseModel):
+class _Model(Record):
     model_config = ConfigDict(extra="forbid")
 
 

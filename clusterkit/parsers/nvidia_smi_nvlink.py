@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 
-from pydantic import BaseModel, ConfigDict, Field
+from clusterkit.record import ConfigDict, Field, Record
 
 from clusterkit.parsers.base import ParsedOutput, fail, split_lines, not_recognised
 from clusterkit.parsers.nvidia_smi import ELISIONS, detect_failure, is_na
@@ -32,7 +32,7 @@ def _norm(key: str) -> str:
     return _NORM_RE.sub("_", key.lower()).strip("_")
 
 
-class _Model(BaseModel):
+class _Model(Record):
     model_config = ConfigDict(extra="forbid")
 
 

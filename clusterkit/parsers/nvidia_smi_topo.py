@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from pydantic import Field
+from clusterkit.record import Field
 
 from clusterkit.parsers.base import ParsedOutput, fail, split_lines
 from clusterkit.parsers.nvidia_smi import ELISIONS, detect_failure, is_na

@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 from typing import Optional
 
-from pydantic import BaseModel, ConfigDict, Field
+from clusterkit.record import ConfigDict, Field, Record
 
 from clusterkit.parsers.base import ParsedOutput, fail, split_lines
 
@@ -82,7 +82,7 @@ CONGESTION_COUNTER = "PortXmitWait"
 ALL_PORTS = 255
 
 
-class CounterSection(BaseModel):
+class CounterSection(Record):
     """One ``# ... counters: Lid L port P`` block."""
 
     model_config = ConfigDict(extra="forbid")

@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 from typing import Optional
 
-from pydantic import BaseModel, ConfigDict, Field
+from clusterkit.record import ConfigDict, Field, Record
 
 from clusterkit.parsers.base import ParsedOutput, fail, split_lines
 
@@ -33,7 +33,7 @@ MIB_PER_SEC_TO_GBPS = 1_048_576 * 8 / 1e9
 # --------------------------------------------------------------------------- models
 
 
-class Endpoint(BaseModel):
+class Endpoint(Record):
     """One ``local address:`` / ``remote address:`` line (and its ``GID:`` line)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -46,7 +46,7 @@ class Endpoint(BaseModel):
     gid: Optional[str] = None
 
 
-class BwRow(BaseModel):
+class BwRow(Record):
     model_config = ConfigDict(extra="forbid")
 
     bytes: int
@@ -62,7 +62,7 @@ class BwRow(BaseModel):
     cpu_util_pct: Optional[float] = None
 
 
-class LatRow(BaseModel):
+class LatRow(Record):
     model_config = ConfigDict(extra="forbid")
 
     bytes: int

@@ -19,7 +19,7 @@ import json
 import re
 from typing import Any, Optional
 
-from pydantic import BaseModel, ConfigDict
+from clusterkit.record import ConfigDict, Record
 
 from clusterkit.parsers.base import ParsedOutput, fail, split_lines
 
@@ -121,7 +121,7 @@ def _epoch(v: Any) -> Optional[str]:
 
 
 # =========================================================================== sinfo
-class SinfoRow(BaseModel):
+class SinfoRow(Record):
     """One line of a sinfo table, or one entry of ``sinfo --json``."""
 
     model_config = ConfigDict(extra="forbid")
@@ -422,7 +422,7 @@ def parse_sinfo(text: str) -> SinfoOutput:
 
 
 # =========================================================================== scontrol
-class ScontrolNode(BaseModel):
+class ScontrolNode(Record):
     model_config = ConfigDict(extra="forbid")
 
     name: str

@@ -17,7 +17,7 @@ import functools
 import re
 from typing import Any, Optional
 
-from pydantic import BaseModel, ConfigDict
+from clusterkit.record import ConfigDict, Record
 
 from clusterkit.errors import ConfigError
 from clusterkit.parsers.base import ParsedOutput, fail, split_lines
@@ -31,7 +31,7 @@ _RANK = {"monitor": 1, "unknown": 2, "reset_gpu": 3, "reboot": 4, "isolate": 5}
 
 
 # --------------------------------------------------------------------------- catalog
-class XidInfo(BaseModel):
+class XidInfo(Record):
     """One catalog entry."""
 
     model_config = ConfigDict(extra="forbid")
@@ -42,7 +42,7 @@ class XidInfo(BaseModel):
     action_by_message: dict[str, str] = {}
 
 
-class XidCatalog(BaseModel):
+class XidCatalog(Record):
     model_config = ConfigDict(extra="forbid")
 
     version: str
@@ -54,15 +54,14 @@ class XidCatalog(BaseModel):
 @functools.lru_cache(maxsize=1)
 def load_catalog() -> XidCatalog:
     """The packaged Xid catalog (read once, on first use)."""
-    import importlib.resources
-
-    from clusterkit.config import packaged
+    from clusterkit.config import package_text, packaged
 
     try:
-        raw = (importlib.resources.files("clusterkit") / "data" / "xid_catalog.yaml").read_text(
-            encoding="utf-8")
+        raw = package_text("clusterkit", "data", "xid_catalog.yaml")
     except OSError as e:  # pragma: no cover - packaging fault
         raise ConfigError(f"xid catalog unreadable: {e}") from None
+    if raw is None:  # pragma: no cover - packaging fault
+        raise ConfigError("xid catalog missing from the package")
     data = packaged(raw)  # its parsed form, unless the file was edited: no YAML parser then
     if data is None:
         import yaml
@@ -111,7 +110,7 @@ def worst(actions: list[str]) -> Optional[str]:
 
 
 # --------------------------------------------------------------------------- models
-class XidEvent(BaseModel):
+class XidEvent(Record):
     model_config = ConfigDict(extra="forbid")
 
     xid: int
@@ -129,7 +128,7 @@ class XidEvent(BaseModel):
     line_no: int
 
 
-class XidDevice(BaseModel):
+class XidDevice(Record):
     model_config = ConfigDict(extra="forbid")
 
     pci: str

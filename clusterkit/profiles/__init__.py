@@ -8,16 +8,15 @@ one line naming the file and the key (:class:`ConfigError`).
 from __future__ import annotations
 
 import os
-from importlib import resources
 from typing import Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from clusterkit.record import ConfigDict, Field, Invalid, Record, ValidationError, model_validator
 
-from clusterkit.config import MAX_CPUS, MAX_GPUS, MAX_PATHS, Bool, Int, Num, invalid
+from clusterkit.config import MAX_CPUS, MAX_GPUS, MAX_PATHS, Bool, Int, Num
 from clusterkit.errors import ConfigError
 
 
-class _Strict(BaseModel):
+class _Strict(Record):
     model_config = ConfigDict(extra="forbid")
 
 
@@ -38,7 +37,7 @@ class GpuProfile(_Strict):
     @model_validator(mode="after")
     def _warn_below_fail(self) -> "GpuProfile":
         if self.temp_warn_c is not None and self.temp_fail_c is not None and self.temp_warn_c > self.temp_fail_c:
-            raise invalid(f"temp_warn_c ({self.temp_warn_c:g}) is above temp_fail_c ({self.temp_fail_c:g}): "
+            raise Invalid(f"temp_warn_c ({self.temp_warn_c:g}) is above temp_fail_c ({self.temp_fail_c:g}): "
                           "the warning must come first")
         return self
 
@@ -87,7 +86,7 @@ class NvlinkProfile(_Strict):
         for field in ("errors_max", "errors_delta_max"):
             unknown = sorted(set(getattr(self, field)) - set(NVLINK_COUNTERS))
             if unknown:
-                raise invalid(f"{field}: unknown counter {', '.join(unknown)}; one of {', '.join(NVLINK_COUNTERS)}")
+                raise Invalid(f"{field}: unknown counter {', '.join(unknown)}; one of {', '.join(NVLINK_COUNTERS)}")
         return self
 
 
@@ -123,7 +122,7 @@ class IbProfile(_Strict):
         for field in ("counters_max", "counters_delta_max"):
             unknown = sorted(set(getattr(self, field)) - set(IB_COUNTERS))
             if unknown:
-                raise invalid(f"{field}: unknown counter {', '.join(unknown)}; one of {', '.join(IB_COUNTERS)}")
+                raise Invalid(f"{field}: unknown counter {', '.join(unknown)}; one of {', '.join(IB_COUNTERS)}")
         return self
 
 
@@ -182,7 +181,7 @@ class StorageProfile(_Strict):
         seen: set[str] = set()
         for r in self.mounts:
             if r.path in seen:
-                raise invalid(f"mounts: {r.path} is listed twice")
+                raise Invalid(f"mounts: {r.path} is listed twice")
             seen.add(r.path)
         return self
 
@@ -239,14 +238,17 @@ class Profile(_Strict):
 
 
 def builtin_names() -> list[str]:
+    from importlib import resources
+
     return sorted(
         p.name[:-5] for p in resources.files(__name__).iterdir() if p.name.endswith(".yaml")
     )
 
 
 def _read_builtin(name: str) -> str | None:
-    f = resources.files(__name__) / f"{name}.yaml"
-    return f.read_text(encoding="utf-8") if f.is_file() else None
+    from clusterkit.config import package_text
+
+    return package_text(__name__, f"{name}.yaml")
 
 
 def parse_profile(text: str, origin: str) -> Profile:

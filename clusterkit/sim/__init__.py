@@ -15,12 +15,11 @@ from __future__ import annotations
 import copy
 import math
 import os
-from importlib import resources
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from clusterkit.record import ConfigDict, Field, Invalid, Record, field_validator, model_validator
 
-from clusterkit.config import MAX_CPUS, MAX_GPUS, MAX_PATHS, Int, Num, invalid
+from clusterkit.config import MAX_CPUS, MAX_GPUS, MAX_PATHS, Int, Num
 
 
 ENV_SIM = "CLUSTERKIT_SIM"
@@ -190,7 +189,7 @@ def _value_problem(kind: str, value: Any) -> Optional[str]:
     return f"{kind} takes {what}: {kind_of}{bounds}, got {_shown(value)}"
 
 
-class _Strict(BaseModel):
+class _Strict(Record):
     model_config = ConfigDict(extra="forbid")
 
 
@@ -208,50 +207,50 @@ class Fault(_Strict):
     def _node_or_switch(self) -> "Fault":
         if self.kind in SWITCH_KINDS:
             if self.node is not None:
-                raise invalid(f"{self.kind} takes no node: it acts on a leaf switch (switch: NAME, a key of "
+                raise Invalid(f"{self.kind} takes no node: it acts on a leaf switch (switch: NAME, a key of "
                               "switches)")
             if self.switch is None:
-                raise invalid(f"{self.kind} needs a switch (a key of the fleet's switches)")
+                raise Invalid(f"{self.kind} needs a switch (a key of the fleet's switches)")
         else:
             if self.node is None:
-                raise invalid(f"{self.kind} needs a node (a node of the fleet, or a hostlist of them)")
+                raise Invalid(f"{self.kind} needs a node (a node of the fleet, or a hostlist of them)")
             if self.switch is not None:
-                raise invalid(f"{self.kind} takes no switch (only {', '.join(sorted(SWITCH_KINDS))} does)")
+                raise Invalid(f"{self.kind} takes no switch (only {', '.join(sorted(SWITCH_KINDS))} does)")
         return self
 
     @model_validator(mode="after")
     def _device_for_device_kinds(self) -> "Fault":
         if self.kind in DEVICE_KINDS and self.device is None:
-            raise invalid(f"{self.kind} needs a device (an RDMA device name such as mlx5_3)")
+            raise Invalid(f"{self.kind} needs a device (an RDMA device name such as mlx5_3)")
         if self.kind not in DEVICE_KINDS and self.device is not None:
-            raise invalid(f"{self.kind} takes no device (only {', '.join(sorted(DEVICE_KINDS))} do)")
+            raise Invalid(f"{self.kind} takes no device (only {', '.join(sorted(DEVICE_KINDS))} do)")
         return self
 
     @field_validator("gpu")
     @classmethod
-    def _gpu_for_gpu_kinds(cls, v: Optional[int], info: ValidationInfo) -> Optional[int]:
+    def _gpu_for_gpu_kinds(cls, v: Optional[int], info: Any) -> Optional[int]:
         kind = info.data.get("kind")
         if v is not None and kind is not None and kind not in GPU_KINDS:
-            raise invalid(f"{kind} is a fault of the whole node: it takes no gpu")
+            raise Invalid(f"{kind} is a fault of the whole node: it takes no gpu")
         return v
 
     @field_validator("value")
     @classmethod
-    def _value_for_kind(cls, v: Any, info: ValidationInfo) -> Any:
+    def _value_for_kind(cls, v: Any, info: Any) -> Any:
         kind = info.data.get("kind")
         problem = _value_problem(kind, v) if kind is not None else None
         if problem:
-            raise invalid(problem)
+            raise Invalid(problem)
         return v
 
     @field_validator("path")
     @classmethod
-    def _path_for_path_kinds(cls, v: Optional[str], info: ValidationInfo) -> Optional[str]:
+    def _path_for_path_kinds(cls, v: Optional[str], info: Any) -> Optional[str]:
         kind = info.data.get("kind")
         if v is not None and kind is not None and kind not in PATH_KINDS:
-            raise invalid(f"{kind} takes no path (only {', '.join(sorted(PATH_KINDS))} does)")
+            raise Invalid(f"{kind} takes no path (only {', '.join(sorted(PATH_KINDS))} does)")
         if v is not None and not v.startswith("/"):
-            raise invalid(f"path must be absolute, got {_shown(v)}")
+            raise Invalid(f"path must be absolute, got {_shown(v)}")
         return v
 
 
@@ -282,7 +281,7 @@ class SimDisk(_Strict):
     @model_validator(mode="after")
     def _free_within_total(self) -> "SimDisk":
         if self.free_gib > self.total_gib:
-            raise invalid(f"free_gib ({self.free_gib:g}) is more than total_gib ({self.total_gib:g})")
+            raise Invalid(f"free_gib ({self.free_gib:g}) is more than total_gib ({self.total_gib:g})")
         return self
 
 
@@ -342,9 +341,9 @@ class SimFleet(_Strict):
 
         for name, expr in v.items():
             if not re.match(SWITCH_NAME, name):
-                raise invalid(f"switch name {_shown(name)}: use 1-64 letters, digits, '_', '.', ':' or '-'")
+                raise Invalid(f"switch name {_shown(name)}: use 1-64 letters, digits, '_', '.', ':' or '-'")
             if not expr.strip():
-                raise invalid(f"switch {name}: an empty hostlist")
+                raise Invalid(f"switch {name}: an empty hostlist")
         return v
 
     def leaves(self) -> dict[str, list[str]]:
@@ -523,7 +522,9 @@ def load_fleet(spec: str) -> SimFleet:
     if spec in _CACHE:
         return _CACHE[spec]
     if spec in ("builtin", "", "1"):
-        text = (resources.files(__name__) / "builtin.yaml").read_text(encoding="utf-8")
+        from clusterkit.config import package_text
+
+        text = package_text(__name__, "builtin.yaml") or ""  # (always there: package data)
         origin = "builtin"
     else:
         from clusterkit.config import read_text

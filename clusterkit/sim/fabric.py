@@ -56,7 +56,7 @@ SOCKET_GBPS = 2.5
 #: +- this share, deterministic per set of nodes, makes figures look measured
 NOISE = 0.003
 #: ib_write_bw per port as a share of its rate (AzNHC's H100 sample: 390.98 of 400 Gb/s); the
-#: same figure as clusterkit.sim.context.WRITE_BW_EFFICIENCY (that module imports pydantic)
+#: same figure as clusterkit.sim.context.WRITE_BW_EFFICIENCY (that module loads the whole package)
 WRITE_BW_EFFICIENCY = 390.98 / 400
 #: busbw at size s relative to the figure at 8 GiB: (s / (s + h)) / (8G / (8G + h))
 JUDGED_BYTES = 8 << 30

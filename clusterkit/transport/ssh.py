@@ -338,13 +338,23 @@ class _ProxyCommandSock:
         self.timeout = timeout
 
     def stderr_tail(self) -> str:
-        if self._tail is None:
-            try:
-                self._err.seek(0)
-                self._tail = _one_line(self._err.read()[-300:].decode("utf-8", "replace"))
-            except (OSError, ValueError):
-                return ""
-        return self._tail
+        """The end of what the command wrote to stderr. Asked when the connection failed: a
+        command that is ending gets a moment to finish (and finish writing) first, and what a
+        running one has said so far is not kept as its last word."""
+        if self._tail is not None:
+            return self._tail
+        try:
+            self.process.wait(0.5)
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            self._err.seek(0)
+            tail = _one_line(self._err.read()[-300:].decode("utf-8", "replace"))
+        except (OSError, ValueError):
+            return ""
+        if self.process.poll() is not None:
+            self._tail = tail
+        return tail
 
     def close(self) -> None:
         if self.closed:

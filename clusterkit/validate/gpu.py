@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
-from pydantic import BaseModel, ConfigDict, Field
+from clusterkit.record import ConfigDict, Field, Record
 
 from clusterkit.models import CheckResult, Status
 from clusterkit.profiles import Profile
@@ -61,7 +61,7 @@ CLOCKS_EVENT_BITS: dict[int, str] = {
 HW_SLOWDOWN_REASONS = {"hw_slowdown", "hw_thermal_slowdown", "hw_power_brake_slowdown"}
 
 
-class GpuDevice(BaseModel):
+class GpuDevice(Record):
     model_config = ConfigDict(extra="forbid")
 
     index: int
@@ -99,7 +99,7 @@ class GpuDevice(BaseModel):
     handle_error: Optional[str] = None  # no handle for another reason (permission, not found, ...)
 
 
-class GpuMeasurement(BaseModel):
+class GpuMeasurement(Record):
     model_config = ConfigDict(extra="forbid")
 
     error: Optional[str] = None  # NVML itself could not be used: every GPU check is `error`

@@ -29,7 +29,7 @@ import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any, Optional
 
-from pydantic import BaseModel, ConfigDict, Field
+from clusterkit.record import ConfigDict, Field, Record
 
 from clusterkit.models import CheckResult, Status
 from clusterkit.profiles import IB_COUNTERS, IbProfile, Profile
@@ -78,7 +78,7 @@ _STATE_HINT = {
 
 
 # ------------------------------------------------------------------------------------ models
-class IbPort(BaseModel):
+class IbPort(Record):
     model_config = ConfigDict(extra="forbid")
 
     port: int
@@ -94,7 +94,7 @@ class IbPort(BaseModel):
     previous_age_s: Optional[float] = None
 
 
-class IbDevice(BaseModel):
+class IbDevice(Record):
     model_config = ConfigDict(extra="forbid")
 
     name: str
@@ -106,7 +106,7 @@ class IbDevice(BaseModel):
     error: Optional[str] = None  # the ports directory could not be listed
 
 
-class WriteBwRun(BaseModel):
+class WriteBwRun(Record):
     model_config = ConfigDict(extra="forbid")
 
     device: str
@@ -118,7 +118,7 @@ class WriteBwRun(BaseModel):
     error: Optional[str] = None  # why it gave no bandwidth
 
 
-class IbMeasurement(BaseModel):
+class IbMeasurement(Record):
     model_config = ConfigDict(extra="forbid")
 
     path: str = ""  # <sysfs-root>/class/infiniband

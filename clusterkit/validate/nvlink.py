@@ -26,7 +26,7 @@ import ctypes
 import time
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
-from pydantic import BaseModel, ConfigDict, Field
+from clusterkit.record import ConfigDict, Field, Record
 
 from clusterkit.models import CheckResult, Status
 from clusterkit.profiles import NVLINK_COUNTERS, NvlinkProfile, Profile
@@ -68,7 +68,7 @@ _NVML_SUCCESS, _NVML_NOT_SUPPORTED = 0, 3
 _VALUE_FIELDS = {0: "dVal", 1: "uiVal", 2: "ulVal", 3: "ullVal", 4: "sllVal", 5: "siVal", 6: "usVal"}
 
 
-class NvLink(BaseModel):
+class NvLink(Record):
     model_config = ConfigDict(extra="forbid")
 
     link: int
@@ -80,7 +80,7 @@ class NvLink(BaseModel):
     errors: dict[str, str] = Field(default_factory=dict)  # "state", "speed" or a counter -> NVML error
 
 
-class NvlinkGpu(BaseModel):
+class NvlinkGpu(Record):
     model_config = ConfigDict(extra="forbid")
 
     index: int
@@ -98,7 +98,7 @@ class NvlinkGpu(BaseModel):
     handle_error: Optional[str] = None  # no handle for another reason
 
 
-class NvlinkMeasurement(BaseModel):
+class NvlinkMeasurement(Record):
     model_config = ConfigDict(extra="forbid")
 
     error: Optional[str] = None  # NVML itself could not be used

@@ -5,7 +5,7 @@ A check domain is one module under ``clusterkit.validate`` that defines::
     NAME = "gpu"                      # the domain, first part of every check id
     DOC = "GPUs through NVML"         # one line
     CHECKS = {"gpu.ecc.mode": "ECC disabled", ...}   # every id it can emit, one line each
-    Measurement                       # the pydantic model of what the probe read
+    Measurement                       # the Record (clusterkit.record) of what the probe read
     def probe(ctx, profile) -> Measurement   # reads the node through the probe context; never raises
     def judge(m, profile) -> list[CheckResult]   # pure
     def facts(m) -> dict              # facts for fleet judges (driver, kernel, ...)
@@ -16,7 +16,7 @@ controller from every node's facts) are listed in :data:`FLEET_CHECKS` and live 
 ``clusterkit.validate.fleet``.
 
 The ids are also kept as plain data in the generated module ``clusterkit.validate._index``, so
-that validating ``--checks`` imports no domain module (each builds pydantic models at import):
+that validating ``--checks`` imports no domain module (each declares its Records at import):
 only the domains a run selects are imported, when they run. After changing a domain's ``DOC``
 or ``CHECKS`` (or adding a domain, or a fleet check), regenerate it::
 

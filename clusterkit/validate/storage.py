@@ -28,7 +28,7 @@ import sys
 import threading
 from typing import TYPE_CHECKING, Any, Optional
 
-from pydantic import BaseModel, ConfigDict, Field
+from clusterkit.record import ConfigDict, Field, Record
 
 from clusterkit.models import CheckResult, Status
 from clusterkit.profiles import Profile
@@ -199,7 +199,7 @@ if __name__ == "__main__":
 
 
 # ------------------------------------------------------------------------------- the model
-class MountEntry(BaseModel):
+class MountEntry(Record):
     """One line of the mount table."""
 
     model_config = ConfigDict(extra="forbid")
@@ -211,7 +211,7 @@ class MountEntry(BaseModel):
     super_options: list[str] = Field(default_factory=list)  # the file system's (vers=4.1, hard, …)
 
 
-class StatFs(BaseModel):
+class StatFs(Record):
     """``stat -f`` of one path: bytes and inodes; None where it could not be read."""
 
     model_config = ConfigDict(extra="forbid")
@@ -227,7 +227,7 @@ class StatFs(BaseModel):
     error: Optional[str] = None
 
 
-class MountState(BaseModel):
+class MountState(Record):
     model_config = ConfigDict(extra="forbid")
 
     path: str
@@ -235,7 +235,7 @@ class MountState(BaseModel):
     stat: Optional[StatFs] = None  # None: not stat'ed (not mounted)
 
 
-class MetadataRun(BaseModel):
+class MetadataRun(Record):
     model_config = ConfigDict(extra="forbid")
 
     path: str
@@ -246,7 +246,7 @@ class MetadataRun(BaseModel):
     error: Optional[str] = None
 
 
-class FioRun(BaseModel):
+class FioRun(Record):
     model_config = ConfigDict(extra="forbid")
 
     path: str
@@ -259,7 +259,7 @@ class FioRun(BaseModel):
     error: Optional[str] = None
 
 
-class WeightsRun(BaseModel):
+class WeightsRun(Record):
     model_config = ConfigDict(extra="forbid")
 
     path: str
@@ -281,7 +281,7 @@ class WeightsRun(BaseModel):
         return self.bytes / self.seconds / 1e9
 
 
-class StorageMeasurement(BaseModel):
+class StorageMeasurement(Record):
     model_config = ConfigDict(extra="forbid")
 
     configured: bool = False  # the profile has a storage section

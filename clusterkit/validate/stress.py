@@ -31,7 +31,7 @@ import sys
 import threading
 from typing import TYPE_CHECKING, Any, Iterable, Optional
 
-from pydantic import BaseModel, ConfigDict, Field
+from clusterkit.record import ConfigDict, Field, Record
 
 from clusterkit.models import CheckResult, Status
 from clusterkit.profiles import Profile, StressProfile
@@ -90,7 +90,7 @@ def opt_in(stress: bool, filters: Optional[Iterable[str]]) -> frozenset[str]:
 
 
 # ------------------------------------------------------------------------------------ models
-class GpuFigures(BaseModel):
+class GpuFigures(Record):
     """One GPU's worker result."""
 
     model_config = ConfigDict(extra="forbid")
@@ -112,7 +112,7 @@ class GpuFigures(BaseModel):
     seconds: Optional[float] = None
 
 
-class DcgmTest(BaseModel):
+class DcgmTest(Record):
     model_config = ConfigDict(extra="forbid")
 
     name: str
@@ -122,7 +122,7 @@ class DcgmTest(BaseModel):
     detail: Optional[str] = None
 
 
-class DcgmRun(BaseModel):
+class DcgmRun(Record):
     model_config = ConfigDict(extra="forbid")
 
     level: int
@@ -134,7 +134,7 @@ class DcgmRun(BaseModel):
     duration_s: Optional[float] = None
 
 
-class BurnGpu(BaseModel):
+class BurnGpu(Record):
     model_config = ConfigDict(extra="forbid")
 
     index: int
@@ -144,7 +144,7 @@ class BurnGpu(BaseModel):
     gflops: Optional[float] = None
 
 
-class BurnRun(BaseModel):
+class BurnRun(Record):
     model_config = ConfigDict(extra="forbid")
 
     seconds: Optional[int] = None
@@ -156,7 +156,7 @@ class BurnRun(BaseModel):
     duration_s: Optional[float] = None
 
 
-class StressMeasurement(BaseModel):
+class StressMeasurement(Record):
     model_config = ConfigDict(extra="forbid")
 
     requested: list[str] = Field(default_factory=list)

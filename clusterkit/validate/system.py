@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Optional
 
-from pydantic import BaseModel, ConfigDict, Field
+from clusterkit.record import ConfigDict, Field, Record
 
 from clusterkit.models import CheckResult, Status
 from clusterkit.profiles import Profile
@@ -32,7 +32,7 @@ CHECKS: dict[str, str] = {
 GIB = 1024**3
 
 
-class PathUsage(BaseModel):
+class PathUsage(Record):
     model_config = ConfigDict(extra="forbid")
 
     path: str
@@ -41,7 +41,7 @@ class PathUsage(BaseModel):
     error: Optional[str] = None
 
 
-class SystemMeasurement(BaseModel):
+class SystemMeasurement(Record):
     model_config = ConfigDict(extra="forbid")
 
     cpus: Optional[int] = None

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any, Optional
 
-from pydantic import BaseModel, ConfigDict, Field
+from clusterkit.record import ConfigDict, Field, Record
 
 from clusterkit.models import CheckResult, Status
 from clusterkit.profiles import Profile
@@ -43,7 +43,7 @@ DISTANCE = {"PIX": 0, "PXB": 1, "PHB": 2, "NODE": 3, "SYS": 4, "SOC": 4}
 _DEVICE_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 
 
-class TopoNic(BaseModel):
+class TopoNic(Record):
     model_config = ConfigDict(extra="forbid")
 
     nic: str  # the matrix's name: NIC3
@@ -56,7 +56,7 @@ class TopoNic(BaseModel):
     gpu_cpu_affinity: Optional[str] = None  # that GPU's CPU affinity, from the matrix
 
 
-class TopoMeasurement(BaseModel):
+class TopoMeasurement(Record):
     model_config = ConfigDict(extra="forbid")
 
     error: Optional[str] = None  # nvidia-smi topo -m could not be run or read

@@ -156,7 +156,7 @@ def load(ctx: "ProbeContext", max_age_s: float, *, facts: Optional[dict[str, Any
 
 
 def _parse(doc: Any) -> tuple[list[CheckResult], Optional[str]]:
-    from pydantic import ValidationError
+    from clusterkit.record import ValidationError
 
     if not isinstance(doc, dict):
         return [], "not a JSON object"

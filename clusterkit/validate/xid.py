@@ -33,7 +33,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Optional
 
-from pydantic import BaseModel, ConfigDict, Field
+from clusterkit.record import ConfigDict, Field, Record
 
 from clusterkit.models import CheckResult, Status
 from clusterkit.profiles import Profile
@@ -63,7 +63,7 @@ _MONTHS = {m: i for i, m in enumerate(
 _MAX_MESSAGE = 200
 
 
-class XidGroup(BaseModel):
+class XidGroup(Record):
     """Repeated events folded: one subject, one (root-cause) Xid or SXid."""
 
     model_config = ConfigDict(extra="forbid")
@@ -83,7 +83,7 @@ class XidGroup(BaseModel):
     message: str = ""  # the first line's message (cut to 200 characters)
 
 
-class XidMeasurement(BaseModel):
+class XidMeasurement(Record):
     model_config = ConfigDict(extra="forbid")
 
     source: str = ""
