@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from clusterkit.errors import UsageError
 from clusterkit.models import FleetReport, schema_major
+from clusterkit.record import ValidationError as RecordValidationError
 
 BASELINE_SCHEMA = "clusterkit.baseline/v1"
 BASELINE_FAMILY = "clusterkit.baseline"
@@ -129,7 +130,7 @@ def read_report(path: str) -> FleetReport:
         raise UsageError(f"{path}: report schema {doc.get('schema')} (this clusterkit reads clusterkit.report/v1)")
     try:
         return FleetReport.model_validate(doc)
-    except ValidationError as e:
+    except RecordValidationError as e:  # FleetReport is a Record (clusterkit.record)
         raise UsageError(f"{path}: unreadable report: {_first_error(e)}") from None
 
 
@@ -233,7 +234,7 @@ def entries(directory: Optional[str] = None) -> list[tuple[str, str]]:
     return out
 
 
-def _first_error(e: ValidationError) -> str:
+def _first_error(e: ValidationError | RecordValidationError) -> str:
     err = e.errors()[0]
     where = ".".join(str(p) for p in err.get("loc", ())) or "document"
     more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""

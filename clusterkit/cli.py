@@ -437,9 +437,6 @@ def node_check_cmd(profile: str | None, checks: tuple[str, ...], as_json: bool, 
     import time
 
     started = time.monotonic()
-    # pydantic's plugin loader reads every installed distribution's entry points on the first
-    # model it builds; clusterkit uses no pydantic plugin (set it to choose otherwise)
-    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "1")
     from click.core import ParameterSource
 
     from clusterkit.errors import UsageError

@@ -247,10 +247,9 @@ def _command_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 def read_report(path: str) -> "FleetReport":
     """A saved ``clusterkit.report/v1`` JSON report; UsageError (one line) when it is not one."""
-    from pydantic import ValidationError
-
     from clusterkit.errors import UsageError
     from clusterkit.models import REPORT_SCHEMA, FleetReport, schema_major
+    from clusterkit.record import ValidationError
 
     try:
         with open(path, "rb") as fh:

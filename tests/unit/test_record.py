@@ -204,7 +204,7 @@ def test_copy_equality_pickle_and_frozen() -> None:
     assert m.tags == ["p"] and copy.deepcopy(m) == m
     p = Pickled(a=[1], b="x")
     assert pickle.loads(pickle.dumps(p)) == p and pickle.loads(pickle.dumps(p)).model_fields_set == {"a", "b"}
-    assert dict(m)["name"] == "a"
+    assert dict(m)["name"] == "a" and set(vars(m)) == set(R["Outer"].model_fields)  # nothing but the fields
     assert repr(m).startswith("Outer(name='a', count=0")
 
     class Frozen(record.Record):
