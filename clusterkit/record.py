@@ -324,10 +324,17 @@ def _v_literal(values: tuple[Any, ...]) -> Validator:
 def _v_enum(cls: type[enum.Enum]) -> Validator:
     members = list(cls)
     text = _one_of([m.value for m in members])
+    by_value = {m.value: m for m in members}
 
     def v(x: Any) -> Any:
         if isinstance(x, cls):
             return x
+        try:
+            hit = by_value.get(x)
+        except TypeError:  # unhashable
+            hit = None
+        if hit is not None and type(x) is type(hit.value):
+            return hit
         try:
             return cls(x)
         except (ValueError, TypeError):
@@ -675,6 +682,77 @@ def _float_json(value: Any) -> Any:
 _EVALUATED: dict[tuple[str, str], Any] = {}
 
 
+#: validations of one class after which its fields are read by generated code (compiling it
+#: costs about half a millisecond: worth it for the controller's thousands of CheckResults, not
+#: for the one profile of a node-check)
+HOT_AFTER = 64
+
+
+def _generic_fill(name: str, comp: "_Compiled") -> Any:
+    """``fill`` as a loop over the plan; after :data:`HOT_AFTER` calls it hands over to
+    :func:`_fill_function`'s generated code."""
+    calls = 0
+
+    def fill(cls: Any, data: dict[str, Any], values: dict[str, Any], errors: list[dict[str, Any]]) -> int:
+        nonlocal calls
+        calls += 1
+        if calls == HOT_AFTER:
+            comp.fill = _fill_function(name, comp.plan)
+        found = 0
+        for i, (field, key, alt, info, _v, _b, _a, how, fast) in enumerate(comp.plan):
+            raw = data.get(key, _MISSING)
+            if raw is _MISSING and alt is not None:
+                raw = data.get(alt, _MISSING)
+            if raw is not _MISSING:
+                found += 1
+                if fast is not None and type(raw) in fast:
+                    values[field] = raw
+                else:
+                    cls._slow(i, raw, data, values, errors)
+            elif how is _REQUIRED:
+                errors.append({"loc": (key,), "msg": "Field required", "type": "missing", "input": data})
+            elif how is _CONSTANT:
+                values[field] = info.default
+            elif how is _FRESH:
+                values[field] = info.get_default()
+            else:
+                cls._slow(i, info.get_default(), data, values, errors)
+        return found
+
+    return fill
+
+
+def _fill_function(name: str, plan: list[Any]) -> Any:
+    """``fill(cls, data, values, errors) -> found``: the class's fields read from ``data``, one
+    block of code per field (as dataclasses writes ``__init__``): a value of a type kept as it is
+    costs a dict lookup and a type test; anything else goes through ``cls._slow``."""
+    ns: dict[str, Any] = {"MISSING": _MISSING}
+    lines = [f"def fill(cls, data, values, errors):  # {name}", "    found = 0"]
+    for i, (field, key, alt, info, _validate, _before, _after, how, fast) in enumerate(plan):
+        ns[f"K{i}"], ns[f"A{i}"], ns[f"I{i}"], ns[f"F{i}"] = key, alt, info, fast
+        lines.append(f"    raw = data.get(K{i}, MISSING)")
+        if alt is not None:
+            lines.append(f"    if raw is MISSING:\n        raw = data.get(A{i}, MISSING)")
+        lines.append("    if raw is not MISSING:\n        found += 1")
+        if fast is not None:
+            lines.append(f"        if type(raw) in F{i}:\n            values[{field!r}] = raw\n        else:\n"
+                         f"            cls._slow({i}, raw, data, values, errors)")
+        else:
+            lines.append(f"        cls._slow({i}, raw, data, values, errors)")
+        if how is _REQUIRED:
+            lines.append(f"    else:\n        errors.append({{'loc': (K{i},), 'msg': 'Field required', "
+                         "'type': 'missing', 'input': data})")
+        elif how is _CONSTANT:
+            lines.append(f"    else:\n        values[{field!r}] = I{i}.default")
+        elif how is _FRESH:
+            lines.append(f"    else:\n        values[{field!r}] = I{i}.get_default()")
+        else:
+            lines.append(f"    else:\n        cls._slow({i}, I{i}.get_default(), data, values, errors)")
+    lines.append("    return found")
+    exec("\n".join(lines), ns)  # noqa: S102 - our own text, from the class's declaration
+    return ns["fill"]
+
+
 # how a field absent from the input is filled
 _REQUIRED, _CONSTANT, _FRESH, _VALIDATED = "required", "constant", "fresh", "validated"
 
@@ -685,10 +763,11 @@ class _Compiled:
     plan: list[tuple[str, str, Optional[str], FieldInfo, Validator, Any, Any, str, Optional[frozenset[type]]]]
     has_alias: bool
     dumpers: list[tuple[str, str, str]]
+    fill: Callable[[Any, dict[str, Any], dict[str, Any], list[dict[str, Any]]], int]
     fields: dict[str, FieldInfo]
     validators: dict[str, Validator]
-    before: dict[str, list[tuple[str, bool]]]
-    after: dict[str, list[tuple[str, bool]]]
+    before: dict[str, list[tuple[Any, bool]]]
+    after: dict[str, list[tuple[Any, bool]]]
     model_before: list[str]
     model_after: list[str]
     by_input: dict[str, str]
@@ -780,7 +859,7 @@ class Record:
             for f in d.fields:
                 if f not in cls.model_fields:
                     raise TypeError(f"{cls.__name__}: validator {attr} names no field {f!r}")
-                target.setdefault(f, []).append((attr, takes_info))
+                target.setdefault(f, []).append((getattr(cls, attr), takes_info))
         config = cls.model_config
         comp.extra_forbid = config.get("extra") == "forbid"
         comp.by_input = {}
@@ -809,6 +888,7 @@ class Record:
             comp.plan.append((name, info.alias or name, alt, info, comp.validators[name], comp.before.get(name),
                               comp.after.get(name), how, fast))
             comp.dumpers.append((name, info.alias or name, _dump_kind(info.annotation)))
+        comp.fill = _generic_fill(cls.__name__, comp)
         cls._compiled = comp
         return comp
 
@@ -840,8 +920,7 @@ class Record:
 
     # ---------------------------------------------------------------- validation
     @classmethod
-    def _run_validator(cls, attr: str, takes_info: bool, value: Any, data: dict[str, Any], name: str) -> Any:
-        fn = getattr(cls, attr)
+    def _run_validator(cls, fn: Any, takes_info: bool, value: Any, data: dict[str, Any], name: str) -> Any:
         try:
             return fn(value, _Info(data, name)) if takes_info else fn(value)
         except Invalid as e:
@@ -853,6 +932,23 @@ class Record:
                 raise _Fail([(tuple(err["loc"]), err["type"], err["msg"], err.get("input"))
                              for err in e._errors]) from None
             raise _fail("value_error", f"Value error, {e}", value) from None
+
+    @classmethod
+    def _slow(cls, i: int, raw: Any, data: dict[str, Any], values: dict[str, Any], errors: list[dict[str, Any]]) -> None:
+        """Field ``i`` of the plan, through its validators (a value not of a type kept as it is)."""
+        name, key, _alt, _info, validate, before, after, _how, _fast = cls._build().plan[i]
+        try:
+            if before:
+                for fn, takes_info in before:
+                    raw = cls._run_validator(fn, takes_info, raw, values, name)
+            value = validate(raw)
+            if after:
+                for fn, takes_info in after:
+                    value = cls._run_validator(fn, takes_info, value, values, name)
+        except _Fail as f:
+            errors.extend({"loc": (key, *loc), "msg": m, "type": t, "input": inp} for loc, t, m, inp in f.errors)
+            return
+        values[name] = value
 
     @classmethod
     def _from_dict(cls, data: dict[str, Any]) -> "Record":
@@ -871,40 +967,7 @@ class Record:
                     "msg": f"Input should be a valid dictionary or instance of {cls.__name__}"}])
         errors: list[dict[str, Any]] = []
         values: dict[str, Any] = {}
-        found = 0
-        for name, key, alt, info, validate, before, after, how, fast in comp.plan:
-            raw = data.get(key, _MISSING)
-            if raw is _MISSING and alt is not None:
-                raw = data.get(alt, _MISSING)
-            if raw is not _MISSING:
-                found += 1
-                if fast is not None and type(raw) in fast:
-                    values[name] = raw
-                    continue
-            elif how is _REQUIRED:
-                errors.append({"loc": (key,), "msg": "Field required", "type": "missing", "input": data})
-                continue
-            elif how is _CONSTANT:
-                values[name] = info.default
-                continue
-            elif how is _FRESH:
-                values[name] = info.get_default()
-                continue
-            else:
-                raw = info.get_default()
-            try:
-                if before:
-                    for attr, takes_info in before:
-                        raw = cls._run_validator(attr, takes_info, raw, values, name)
-                value = validate(raw)
-                if after:
-                    for attr, takes_info in after:
-                        value = cls._run_validator(attr, takes_info, value, values, name)
-            except _Fail as f:
-                errors.extend({"loc": (key, *loc), "msg": m, "type": t, "input": inp}
-                              for loc, t, m, inp in f.errors)
-                continue
-            values[name] = value
+        found = comp.fill(cls, data, values, errors)
         if found == len(data) and not comp.has_alias:
             fields_set = set(data)
         else:  # unknown keys (ignored, or refused: after the fields' problems, as pydantic does)

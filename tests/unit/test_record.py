@@ -282,3 +282,17 @@ def test_importing_records_loads_no_pydantic() -> None:
                        max_size=5))
 def test_fuzz_same_as_pydantic(data: dict[str, Any]) -> None:
     assert outcome(R, "Outer", data) == outcome(P, "Outer", data)
+
+
+def test_generated_code_reads_as_the_loop_does() -> None:
+    """After HOT_AFTER validations a class's fields are read by generated code: same values,
+    same errors."""
+    decl = declare(record)
+    outer = decl["Outer"]
+    first = [outcome(decl, name, data) for name, data in INPUTS if name == "Outer"]
+    fill_before = outer._build().fill
+    for _ in range(record.HOT_AFTER):
+        outer.model_validate({"name": "a"})
+    assert outer._build().fill is not fill_before and outer._build().fill.__name__ == "fill"
+    assert outer._build().fill.__code__.co_filename == "<string>"  # the generated one
+    assert [outcome(decl, name, data) for name, data in INPUTS if name == "Outer"] == first
