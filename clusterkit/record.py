@@ -821,7 +821,12 @@ class Record:
         cls._compiled = None
         # a class declared inside a function names its neighbours from the function's locals
         cls._localns = dict(sys._getframe(1).f_locals) if "<locals>" in cls.__qualname__ else None
-        if cls.__dict__.get("model_config", {}).get("frozen"):
+        if "model_config" in cls.__dict__:  # merged over the bases' settings, as pydantic does
+            inherited: dict[str, Any] = {}
+            for base in reversed(cls.__mro__[1:]):
+                inherited.update(getattr(base, "model_config", {}) or {})
+            cls.model_config = {**inherited, **cls.__dict__["model_config"]}
+        if cls.model_config.get("frozen"):
             cls.__hash__ = Record._frozen_hash  # type: ignore[assignment]
 
     # ---------------------------------------------------------------- build

@@ -251,6 +251,22 @@ def test_a_record_inside_a_pydantic_model() -> None:
     assert err["msg"] == "n: Input should be a valid integer (and 1 more)"  # the extra key comes second
 
 
+def test_a_subclass_config_is_merged_over_its_bases() -> None:
+    class Base(record.Record):
+        model_config = record.ConfigDict(extra="forbid")
+        a: int = 0
+
+    class Child(Base):
+        model_config = record.ConfigDict(frozen=True)
+        b: int = 0
+
+    with pytest.raises(record.ValidationError, match="Extra inputs are not permitted"):
+        Child(c=1)
+    with pytest.raises(TypeError, match="frozen"):
+        Child().b = 2  # type: ignore[misc]
+    assert Child.model_config == {"extra": "forbid", "frozen": True} and Base.model_config == {"extra": "forbid"}
+
+
 def test_a_validator_naming_no_field_is_refused() -> None:
     class Bad(record.Record):
         a: int = 0
