@@ -369,9 +369,9 @@ def _v_tuple_fixed(items: list[Validator]) -> Validator:
     def v(x: Any) -> Any:
         if not isinstance(x, (list, tuple)):
             raise _fail("tuple_type", "Input should be a valid tuple", x)
-        if len(x) != len(items):
-            raise _fail("too_long" if len(x) > len(items) else "missing",
-                        f"Tuple should have {len(items)} items, not {len(x)}", x)
+        if len(x) > len(items):
+            raise _fail("too_long", f"Tuple should have at most {len(items)} item{'s' if len(items) != 1 else ''} "
+                        f"after validation, not {len(x)}", x)
         values = []
         errors: list[tuple[tuple[Any, ...], str, str, Any]] = []
         for i, (e, item) in enumerate(zip(x, items)):
@@ -379,6 +379,7 @@ def _v_tuple_fixed(items: list[Validator]) -> Validator:
                 values.append(item(e))
             except _Fail as f:
                 errors.extend(((i, *loc), t, m, inp) for loc, t, m, inp in f.errors)
+        errors.extend(((i,), "missing", "Field required", x) for i in range(len(x), len(items)))
         if errors:
             raise _Fail(errors)
         return tuple(values)
@@ -661,7 +662,9 @@ def _dump(value: Any, json_mode: bool, opts: dict[str, bool]) -> Any:
     if isinstance(value, enum.Enum):
         return value.value if json_mode else value
     if isinstance(value, dict):
-        return {(_dump(k, json_mode, opts) if json_mode else k): _dump(v, json_mode, opts) for k, v in value.items()}
+        if json_mode:  # keys as JSON has them: strings (pydantic's too)
+            return {_json_key(k): _dump(v, json_mode, opts) for k, v in value.items()}
+        return {k: _dump(v, json_mode, opts) for k, v in value.items()}
     if isinstance(value, list):
         return [_dump(v, json_mode, opts) for v in value]
     if isinstance(value, (tuple, set, frozenset)):
@@ -672,6 +675,16 @@ def _dump(value: Any, json_mode: bool, opts: dict[str, bool]) -> Any:
     if hasattr(value, "model_dump") and not isinstance(value, type):  # a pydantic model inside
         return value.model_dump(mode="json" if json_mode else "python")
     return value
+
+
+def _json_key(key: Any) -> Any:
+    if type(key) is str:
+        return key
+    if isinstance(key, enum.Enum):
+        key = key.value
+    if isinstance(key, bool):
+        return "true" if key else "false"
+    return str(key) if isinstance(key, (int, float)) else key
 
 
 def _float_json(value: Any) -> Any:

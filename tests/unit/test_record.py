@@ -55,6 +55,8 @@ def declare(lib: Any) -> dict[str, Any]:
         nodes: Union[str, Annotated[list[str], Field(min_length=1, max_length=2)]] = "n1"
         anything: Any = None
         maybe: Optional[Union[str, list[str]]] = None
+        by_gpu: dict[int, Color] = Field(default_factory=dict)
+        pair: tuple[int, str] = (0, "")
 
         @field_validator("tags")
         @classmethod
@@ -148,6 +150,14 @@ INPUTS: list[tuple[str, dict[str, Any]]] = [
     ("Outer", {"name": "a", "maybe": ["p"]}),
     ("Outer", {"name": "a", "anything": {"k": [1]}}),
     ("Outer", {"name": "a", "extra": 1, "more": 2}),
+    ("Outer", {"name": "a", "by_gpu": {1: "red", "2": "blue"}}),
+    ("Outer", {"name": "a", "by_gpu": {"x": "red"}}),
+    ("Outer", {"name": "a", "pair": [3, "b"]}),
+    ("Outer", {"name": "a", "pair": [3]}),
+    ("Outer", {"name": "a", "pair": []}),
+    ("Outer", {"name": "a", "pair": ["q"]}),
+    ("Outer", {"name": "a", "pair": [1, "a", "b"]}),
+    ("Outer", {"name": "a", "pair": ["q", 5]}),
     ("Outer", {"name": "", "count": "x", "extra": 1}),
     ("Tolerant", {"schema": "s/v2", "other": 1}),
     ("Tolerant", {"schema_": "s/v3"}),
@@ -300,15 +310,20 @@ def test_fuzz_same_as_pydantic(data: dict[str, Any]) -> None:
     assert outcome(R, "Outer", data) == outcome(P, "Outer", data)
 
 
-def test_generated_code_reads_as_the_loop_does() -> None:
+def test_generated_code_reads_as_the_loop_does(monkeypatch: pytest.MonkeyPatch) -> None:
     """After HOT_AFTER validations a class's fields are read by generated code: same values,
     same errors."""
+    monkeypatch.setattr(record, "HOT_AFTER", 10**9)
     decl = declare(record)
     outer = decl["Outer"]
-    first = [outcome(decl, name, data) for name, data in INPUTS if name == "Outer"]
-    fill_before = outer._build().fill
-    for _ in range(record.HOT_AFTER):
-        outer.model_validate({"name": "a"})
-    assert outer._build().fill is not fill_before and outer._build().fill.__name__ == "fill"
-    assert outer._build().fill.__code__.co_filename == "<string>"  # the generated one
-    assert [outcome(decl, name, data) for name, data in INPUTS if name == "Outer"] == first
+    loop = [outcome(decl, name, data) for name, data in INPUTS if name == "Outer"]
+    comp = outer._build()
+    assert comp.fill.__code__.co_filename != "<string>"  # still the loop
+    comp.fill = record._fill_function("Outer", comp.plan)
+    assert [outcome(decl, name, data) for name, data in INPUTS if name == "Outer"] == loop
+    monkeypatch.setattr(record, "HOT_AFTER", 5)
+    inner = declare(record)["Inner"]
+    for n in range(5):
+        assert inner._build().fill.__code__.co_filename != "<string>"
+        inner.model_validate({"n": n})
+    assert inner._build().fill.__code__.co_filename == "<string>"  # handed over on the 5th call
