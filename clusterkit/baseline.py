@@ -29,6 +29,7 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from clusterkit.config import first_error
 from clusterkit.errors import UsageError
 from clusterkit.models import FleetReport, schema_major
 from clusterkit.record import ValidationError as RecordValidationError
@@ -131,7 +132,7 @@ def read_report(path: str) -> FleetReport:
     try:
         return FleetReport.model_validate(doc)
     except RecordValidationError as e:  # FleetReport is a Record (clusterkit.record)
-        raise UsageError(f"{path}: unreadable report: {_first_error(e)}") from None
+        raise UsageError(f"{path}: unreadable report: {first_error(e, top='document')}") from None
 
 
 def from_report(report: FleetReport, name: str) -> Baseline:
@@ -198,7 +199,7 @@ def read(path: str, label: Optional[str] = None) -> Baseline:
     try:
         return Baseline.model_validate(doc)
     except ValidationError as e:
-        raise UsageError(f"baseline {label}: {_first_error(e)}") from None
+        raise UsageError(f"baseline {label}: {first_error(e, top='document')}") from None
 
 
 def load(spec: str, directory: Optional[str] = None) -> Baseline:
@@ -233,9 +234,3 @@ def entries(directory: Optional[str] = None) -> list[tuple[str, str]]:
             out.append((f[:-5], os.path.join(directory, f)))
     return out
 
-
-def _first_error(e: ValidationError | RecordValidationError) -> str:
-    err = e.errors()[0]
-    where = ".".join(str(p) for p in err.get("loc", ())) or "document"
-    more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
-    return f"{where}: {err.get('msg', 'invalid')}{more}"

@@ -570,8 +570,8 @@ def node_check_cmd(profile: str | None, checks: tuple[str, ...], as_json: bool, 
         os._exit(rc)
     if healthcheck and sys.argv[1:2] == ["node-check"]:
         # this process is `clusterkit node-check --healthcheck` (not a caller of main()): its
-        # report is out, and the interpreter's teardown of every module it loaded (pydantic's
-        # schemas; ~40 ms, a tenth of the run) would serve no one. Nothing is left to write.
+        # report is out, and the interpreter's teardown of every module it loaded would serve
+        # no one. Nothing is left to write.
         _exit_now(rc)
     return rc
 

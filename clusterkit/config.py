@@ -83,14 +83,14 @@ def split_words(value: Any) -> Any:
     return value
 
 
-def first_error(e: Any) -> str:
+def first_error(e: Any, top: str = "(top)") -> str:
     """One line for the first problem of a ValidationError (pydantic's or a Record's, alike):
-    'gpu.count: Input should be ...'."""
+    'gpu.count: Input should be ...'; ``top`` names a problem of the whole document."""
     errs = e.errors()
     if not errs:  # pragma: no cover
         return str(e).splitlines()[0]
     err = errs[0]
-    loc = ".".join(str(p) for p in err.get("loc", ())) or "(top)"
+    loc = ".".join(str(p) for p in err.get("loc", ())) or top
     more = f" (and {len(errs) - 1} more)" if len(errs) > 1 else ""
     return f"{loc}: {err.get('msg', 'invalid')}{more}"
 

@@ -100,6 +100,20 @@ def _fail(typ: str, msg: str, value: Any) -> _Fail:
     return _Fail([((), typ, msg, value)])
 
 
+def _nested(e: ValidationError) -> _Fail:
+    """A nested Record's problems, to be placed under the field that holds it."""
+    return _Fail([(tuple(err["loc"]), err["type"], err["msg"], err.get("input")) for err in e._errors])
+
+
+def _raised(e: BaseException) -> tuple[str, str]:
+    """(type, message) of what a validator raised, as pydantic words it."""
+    if isinstance(e, Invalid):
+        return "invalid", str(e)
+    if isinstance(e, AssertionError):
+        return "assertion_error", f"Assertion failed, {e}"
+    return "value_error", f"Value error, {e}"
+
+
 class _Marker:
     """Annotated metadata that Records and pydantic models both read."""
 
@@ -441,22 +455,8 @@ def _v_record(cls: type["Record"]) -> Validator:
             try:
                 return cls._from_dict(x)
             except ValidationError as e:
-                raise _Fail([(tuple(err["loc"]), err["type"], err["msg"], err.get("input"))
-                             for err in e._errors]) from None
+                raise _nested(e) from None
         raise _fail("model_type", f"Input should be a valid dictionary or instance of {cls.__name__}", x)
-
-    return v
-
-
-def _v_pydantic(tp: Any) -> Validator:  # pragma: no cover - a pydantic model inside a Record
-    def v(x: Any) -> Any:
-        from pydantic import ValidationError as PydanticError
-
-        try:
-            return tp.model_validate(x)
-        except PydanticError as e:
-            raise _Fail([(tuple(err["loc"]), err["type"], err["msg"], err.get("input"))
-                         for err in e.errors()]) from None
 
     return v
 
@@ -595,8 +595,6 @@ def _compile_bare(tp: Any, origin: Any, strict: bool, finite: bool) -> Validator
             return _v_float(strict, finite)
         if tp is str:
             return _v_str
-        if hasattr(tp, "model_validate") and hasattr(tp, "model_fields"):
-            return _v_pydantic(tp)
         return _v_instance(tp)
     raise TypeError(f"Record: unsupported field type {tp!r}")
 
@@ -672,8 +670,6 @@ def _dump(value: Any, json_mode: bool, opts: dict[str, bool]) -> Any:
         return items if json_mode else type(value)(items)
     if json_mode and isinstance(value, float) and not math.isfinite(value):
         return None
-    if hasattr(value, "model_dump") and not isinstance(value, type):  # a pydantic model inside
-        return value.model_dump(mode="json" if json_mode else "python")
     return value
 
 
@@ -773,19 +769,17 @@ _REQUIRED, _CONSTANT, _FRESH, _VALIDATED = "required", "constant", "fresh", "val
 class _Compiled:
     """A Record class's validators and plan, built on its first use."""
 
+    #: per field: name, input key, other accepted key, declaration, validator, before- and
+    #: after-validators, how an absent one is filled, the types kept as they are
     plan: list[tuple[str, str, Optional[str], FieldInfo, Validator, Any, Any, str, Optional[frozenset[type]]]]
-    has_alias: bool
-    dumpers: list[tuple[str, str, str]]
+    #: per field: name, key written by_alias, how it is written (_dump_kind), declaration
+    dumpers: list[tuple[str, str, str, FieldInfo]]
     fill: Callable[[Any, dict[str, Any], dict[str, Any], list[dict[str, Any]]], int]
-    fields: dict[str, FieldInfo]
-    validators: dict[str, Validator]
-    before: dict[str, list[tuple[Any, bool]]]
-    after: dict[str, list[tuple[Any, bool]]]
     model_before: list[str]
     model_after: list[str]
-    by_input: dict[str, str]
+    by_input: dict[str, str]  # input key -> field name
+    has_alias: bool
     extra_forbid: bool
-    float_fields: set[str]
 
 
 class Record:
@@ -805,13 +799,13 @@ class Record:
         super().__init_subclass__(**kwargs)
         own = cls.__dict__.get("__annotations__", {})
         fields: dict[str, FieldInfo] = {}
-        for base in reversed(cls.__mro__[1:]):
+        decls: dict[str, _Decl] = {}
+        config: dict[str, Any] = {}
+        for base in reversed(cls.__mro__[1:]):  # what the bases declared, nearest last
             if issubclass(base, Record) and base is not Record:
                 fields.update(base.model_fields)
-        decls: dict[str, _Decl] = {}
-        for base in reversed(cls.__mro__[1:]):
-            if issubclass(base, Record) and base is not Record:
                 decls.update(base._decls)
+                config.update(base.model_config)
         for name, value in list(cls.__dict__.items()):
             if isinstance(value, _Decl):
                 decls[name] = value
@@ -834,11 +828,8 @@ class Record:
         cls._compiled = None
         # a class declared inside a function names its neighbours from the function's locals
         cls._localns = dict(sys._getframe(1).f_locals) if "<locals>" in cls.__qualname__ else None
-        if "model_config" in cls.__dict__:  # merged over the bases' settings, as pydantic does
-            inherited: dict[str, Any] = {}
-            for base in reversed(cls.__mro__[1:]):
-                inherited.update(getattr(base, "model_config", {}) or {})
-            cls.model_config = {**inherited, **cls.__dict__["model_config"]}
+        # its own settings merged over the bases', as pydantic does
+        cls.model_config = {**config, **cls.__dict__.get("model_config", {})}
         if cls.model_config.get("frozen"):
             cls.__hash__ = Record._frozen_hash  # type: ignore[assignment]
 
@@ -850,48 +841,26 @@ class Record:
             return comp
         hints = cls._hints()
         comp = _Compiled()
-        comp.fields = cls.model_fields
-        comp.validators = {}
-        comp.float_fields = set()
-        for name, info in cls.model_fields.items():
-            tp = hints[name]
-            if typing.get_origin(tp) is ClassVar:  # pragma: no cover - declared through a string alias
-                continue
-            info.annotation = tp
-            comp.validators[name] = _compile(tp, constraints=info.constraints() or None)
-            bare = tp
-            while typing.get_origin(bare) is typing.Annotated:
-                bare = typing.get_args(bare)[0]
-            if bare is float or (typing.get_origin(bare) is Union
-                                 and set(typing.get_args(bare)) <= {float, type(None)}):
-                comp.float_fields.add(name)
-        comp.before, comp.after = {}, {}
+        before: dict[str, list[tuple[Any, bool]]] = {}
+        after: dict[str, list[tuple[Any, bool]]] = {}
         comp.model_before, comp.model_after = [], []
         for attr, d in cls._decls.items():
             if d.kind == "model":
                 (comp.model_after if d.mode == "after" else comp.model_before).append(attr)
                 continue
-            target = comp.before if d.mode == "before" else comp.after
+            target = before if d.mode == "before" else after
             func = d.func.__func__ if isinstance(d.func, (classmethod, staticmethod)) else d.func
             takes_info = func.__code__.co_argcount >= 3
             for f in d.fields:
                 if f not in cls.model_fields:
                     raise TypeError(f"{cls.__name__}: validator {attr} names no field {f!r}")
                 target.setdefault(f, []).append((getattr(cls, attr), takes_info))
-        config = cls.model_config
-        comp.extra_forbid = config.get("extra") == "forbid"
-        comp.by_input = {}
-        for name, info in cls.model_fields.items():
-            if info.alias:
-                comp.by_input[info.alias] = name
-                if config.get("populate_by_name"):
-                    comp.by_input.setdefault(name, name)
-            else:
-                comp.by_input[name] = name
-        comp.plan = []
-        comp.dumpers = []
+        by_name = cls.model_config.get("populate_by_name")
+        comp.extra_forbid = cls.model_config.get("extra") == "forbid"
         comp.has_alias = any(info.alias for info in cls.model_fields.values())
+        comp.plan, comp.dumpers, comp.by_input = [], [], {}
         for name, info in cls.model_fields.items():
+            tp = info.annotation = hints[name]
             if info.is_required():
                 how = _REQUIRED
             elif info.validate_default:
@@ -900,12 +869,16 @@ class Record:
                 how = _CONSTANT
             else:
                 how = _FRESH
-            fast = None if (comp.before.get(name) or comp.after.get(name) or info.constraints()) \
-                else _fast_types(info.annotation)
-            alt = name if info.alias and cls.model_config.get("populate_by_name") else None
-            comp.plan.append((name, info.alias or name, alt, info, comp.validators[name], comp.before.get(name),
-                              comp.after.get(name), how, fast))
-            comp.dumpers.append((name, info.alias or name, _dump_kind(info.annotation)))
+            constraints = info.constraints()
+            fast = None if (before.get(name) or after.get(name) or constraints) else _fast_types(tp)
+            key = info.alias or name
+            alt = name if info.alias and by_name else None
+            comp.by_input[key] = name
+            if alt is not None:
+                comp.by_input.setdefault(alt, name)
+            comp.plan.append((name, key, alt, info, _compile(tp, constraints=constraints or None), before.get(name),
+                              after.get(name), how, fast))
+            comp.dumpers.append((name, key, _dump_kind(tp), info))
         comp.fill = _generic_fill(cls.__name__, comp)
         cls._compiled = comp
         return comp
@@ -941,15 +914,10 @@ class Record:
     def _run_validator(cls, fn: Any, takes_info: bool, value: Any, data: dict[str, Any], name: str) -> Any:
         try:
             return fn(value, _Info(data, name)) if takes_info else fn(value)
-        except Invalid as e:
-            raise _fail("invalid", str(e), value) from None
-        except AssertionError as e:
-            raise _fail("assertion_error", f"Assertion failed, {e}", value) from None
-        except (ValueError, TypeError) as e:
-            if isinstance(e, ValidationError):
-                raise _Fail([(tuple(err["loc"]), err["type"], err["msg"], err.get("input"))
-                             for err in e._errors]) from None
-            raise _fail("value_error", f"Value error, {e}", value) from None
+        except ValidationError as e:
+            raise _nested(e) from None
+        except (ValueError, TypeError, AssertionError) as e:
+            raise _fail(*_raised(e), value) from None
 
     @classmethod
     def _slow(cls, i: int, raw: Any, data: dict[str, Any], values: dict[str, Any], errors: list[dict[str, Any]]) -> None:
@@ -976,9 +944,8 @@ class Record:
                 try:
                     data = getattr(cls, attr)(data)
                 except (ValueError, AssertionError) as e:
-                    msg = str(e) if isinstance(e, Invalid) else f"Value error, {e}"
-                    raise ValidationError(cls.__name__, [{"loc": (), "msg": msg, "type": "value_error",
-                                                          "input": data}]) from None
+                    typ, msg = _raised(e)
+                    raise ValidationError(cls.__name__, [{"loc": (), "msg": msg, "type": typ, "input": data}]) from None
             if not isinstance(data, dict):
                 raise ValidationError(cls.__name__, [{
                     "loc": (), "type": "model_type", "input": data,
@@ -1002,13 +969,11 @@ class Record:
         for attr in comp.model_after:
             try:
                 out = getattr(self, attr)()
+            except ValidationError:
+                raise
             except (ValueError, AssertionError) as e:
-                if isinstance(e, ValidationError):
-                    raise
-                msg = str(e) if isinstance(e, Invalid) else (
-                    f"Assertion failed, {e}" if isinstance(e, AssertionError) else f"Value error, {e}")
-                raise ValidationError(cls.__name__, [{"loc": (), "msg": msg, "type": "value_error",
-                                                      "input": data}]) from None
+                typ, msg = _raised(e)
+                raise ValidationError(cls.__name__, [{"loc": (), "msg": msg, "type": typ, "input": data}]) from None
             if out is not None and out is not self:  # pragma: no cover - validators return self
                 self = out
         return self
@@ -1107,37 +1072,22 @@ class Record:
 
     # ---------------------------------------------------------------- output
     def _dump(self, json_mode: bool, opts: dict[str, bool]) -> dict[str, Any]:
-        cls = type(self)
-        comp = cls._build()
         values = self.__dict__
-        if not (opts.get("exclude_unset") or opts.get("exclude_none") or opts.get("exclude_defaults")):
-            by_alias = opts.get("by_alias")
-            out: dict[str, Any] = {}
-            for name, alias, kind in comp.dumpers:
-                value = values.get(name)
-                key = alias if by_alias else name
-                if kind == "plain" or value is None:
-                    out[key] = value
-                elif kind == "enum":
-                    out[key] = value.value if json_mode and isinstance(value, enum.Enum) else value
-                elif kind == "float" and json_mode:
-                    out[key] = _float_json(value) if math.isfinite(value) else None
-                else:
-                    out[key] = _dump(value, json_mode, opts)
-            return out
-        out = {}
-        fields_set = self.__fields_set if opts.get("exclude_unset") else None
-        for name, info in cls.model_fields.items():
-            if fields_set is not None and name not in fields_set:
+        by_alias, exclude_none, exclude_defaults = opts["by_alias"], opts["exclude_none"], opts["exclude_defaults"]
+        fields_set = self.__fields_set if opts["exclude_unset"] else None
+        out: dict[str, Any] = {}
+        for name, alias, kind, info in type(self)._build().dumpers:
+            value = values.get(name)
+            if (fields_set is not None and name not in fields_set) or (value is None and exclude_none) \
+                    or (exclude_defaults and not info.is_required() and value == info.get_default()):
                 continue
-            value = self.__dict__.get(name)
-            if value is None and opts.get("exclude_none"):
-                continue
-            if opts.get("exclude_defaults") and not info.is_required() and value == info.get_default():
-                continue
-            key = info.alias if (info.alias and opts.get("by_alias")) else name
-            if json_mode and name in comp.float_fields:
-                out[key] = _float_json(value)
+            key = alias if by_alias else name
+            if kind == "plain" or value is None:
+                out[key] = value
+            elif kind == "enum":
+                out[key] = value.value if json_mode and isinstance(value, enum.Enum) else value
+            elif kind == "float" and json_mode:
+                out[key] = _float_json(value) if math.isfinite(value) else None
             else:
                 out[key] = _dump(value, json_mode, opts)
         return out

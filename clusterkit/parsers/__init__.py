@@ -1,6 +1,6 @@
 """Pure text -> model parsers for every external tool's output.
 
-Each parser is a function ``parse(text: str) -> <pydantic model>``; it does no I/O and raises
+Each parser is a function ``parse(text: str) -> <Record>`` (``clusterkit.record``); it does no I/O and raises
 only :class:`clusterkit.errors.ParseError` (which quotes the offending line). Every result model
 derives from :class:`ParsedOutput`, which adds a short human ``summary()``.
 

@@ -265,7 +265,7 @@ def _tools(root: str, ib_data: Optional[str] = None, storage_data: Optional[str]
     """Stand-in executables: each runs ``clusterkit.sim.tools`` with this interpreter.
 
     ``ib_write_bw`` runs 2 x 8 times per node with ``--ib-bw``: it loads ``tools.py`` on its own
-    (only the standard library, not the package and pydantic) and reads the node's RDMA devices
+    (only the standard library, not the package) and reads the node's RDMA devices
     from ``ib_data`` (:data:`IB_DATA`, written with the tree), so each start stays cheap."""
     os.makedirs(root, mode=0o755, exist_ok=True)
     scripts = {tool: (f"#!{sys.executable}\n"

@@ -5,8 +5,8 @@
 share one ``default`` entry, only faulted nodes are listed, so a fleet of thousands of nodes
 costs what its faults cost. :func:`stand_in_dir` writes that view once per fleet content,
 beside stand-in executables (``all_reduce_perf`` and the other nccl-tests, ``ib_write_bw``)
-that load this file on its own — the standard library only, no clusterkit package, no
-pydantic — and print what the real tools print (nccl-tests 2.17.8, perftest).
+that load this file on its own — the standard library only, no clusterkit package — and
+print what the real tools print (nccl-tests 2.17.8, perftest).
 
 The bandwidth model (:func:`allreduce_busbw`, :func:`ib_pair_gbps`) is pure: the view, the
 test's nodes and the environment in, a figure out. docs/sim.md has it as a table.
