@@ -64,8 +64,9 @@ def export_cmd(ansible: bool, inventory_file: Optional[str], partition: Optional
         raise UsageError("say which inventory to print: --ansible (the only export format)")
     if not (inventory_file or partition or nodes_expr):
         raise UsageError("no nodes: give --inventory FILE, --partition NAME or --nodes HOSTLIST")
-    nodes = select_nodes(inventory_file, partition, ",".join(nodes_expr) or None,
-                         ",".join(exclude_expr) or None, slurm_backend)
+    from clusterkit.selection import union
+
+    nodes = select_nodes(inventory_file, partition, union(nodes_expr), union(exclude_expr), slurm_backend)
     if not nodes:
         raise UsageError("no nodes left to export")
     doc = inv.ansible_inventory(nodes, group=group, group_by=group_by)
@@ -90,7 +91,11 @@ def select_nodes(inventory_file: Optional[str], partition: Optional[str], nodes_
         names = [n.name for n in make_backend(prefer=slurm_backend).nodes(partition=partition)]
     if nodes_expr:
         wanted = [n.name for n in inv.nodes_from_hostlist(nodes_expr)]
-        names = wanted if names is None else [n for n in names if n in set(wanted)]
+        if names is None:
+            names = wanted
+        else:
+            chosen = set(wanted)
+            names = [n for n in names if n in chosen]
     if names is None:
         nodes = list(details.values())
     elif inventory_file:

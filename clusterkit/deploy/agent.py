@@ -48,7 +48,6 @@ import os
 import re
 import shlex
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -60,6 +59,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 from clusterkit.errors import ClusterkitError, ConfigError, HostKeyError
+from clusterkit.fsutil import last_json_object, publish_dir
 from clusterkit.models import Node
 
 SCHEMA = "clusterkit.deploy-agent/v1"
@@ -104,10 +104,10 @@ def parse_wheel_filename(name: str) -> Optional[tuple[str, str]]:
     return re.sub(r"[-_.]+", "-", m.group("name")).lower(), m.group("version")
 
 
-def version_of_output(text: str) -> Optional[str]:
-    """The version ``clusterkit --version`` printed (``clusterkit, version 0.1.0`` → ``0.1.0``)."""
-    words = text.strip().split()
-    return words[-1] if words else None
+def _project(name: str) -> str:
+    """The normalized project of a wheel file name ("" for a name that is not a wheel's)."""
+    parsed = parse_wheel_filename(name)
+    return parsed[0] if parsed is not None else ""
 
 
 def human_bytes(n: int) -> str:
@@ -171,14 +171,6 @@ def _version_pair(text: str) -> tuple[int, int]:
     return int(parts[0]), int(parts[1])
 
 
-def group_by_platform(platforms: Mapping[str, Platform]) -> dict[Platform, list[str]]:
-    """Nodes grouped by platform (each group gets one wheelhouse), node order kept."""
-    out: dict[Platform, list[str]] = {}
-    for node, plat in platforms.items():
-        out.setdefault(plat, []).append(node)
-    return out
-
-
 def healthcheck_wrapper_text(prefix: str, args: Sequence[str] = ()) -> str:
     """The POSIX sh script slurmd runs as ``HealthCheckProgram``: it sets a PATH (slurmd gives
     none) and execs ``<prefix>/current/bin/clusterkit node-check --healthcheck`` with ``args``
@@ -222,11 +214,11 @@ class Wheelhouse:
 
     @property
     def clusterkit_wheel(self) -> WheelFile:
-        return next(f for f in self.files if (parse_wheel_filename(f.name) or ("",))[0] == "clusterkit")
+        return next(f for f in self.files if _project(f.name) == "clusterkit")
 
     @property
     def pip_wheel(self) -> Optional[WheelFile]:
-        return next((f for f in self.files if (parse_wheel_filename(f.name) or ("",))[0] == "pip"), None)
+        return next((f for f in self.files if _project(f.name) == "pip"), None)
 
     @property
     def total_bytes(self) -> int:
@@ -248,7 +240,7 @@ def _sha256_file(path: Path) -> str:
 def wheelhouse_from_files(paths: Sequence[Path], origin: str, platform: Optional[Platform] = None) -> Wheelhouse:
     """A Wheelhouse over these wheel files: exactly one clusterkit wheel, else WheelhouseError."""
     files = sorted((WheelFile(p.name, p, p.stat().st_size, _sha256_file(p)) for p in paths), key=lambda f: f.name)
-    ck = [f for f in files if (parse_wheel_filename(f.name) or ("",))[0] == "clusterkit"]
+    ck = [f for f in files if _project(f.name) == "clusterkit"]
     if len(ck) != 1:
         what = "no clusterkit wheel" if not ck else f"{len(ck)} clusterkit wheels ({', '.join(f.name for f in ck)})"
         raise WheelhouseError(f"wheelhouse {origin}: {what}; it needs exactly one")
@@ -339,18 +331,19 @@ def node_requirements(source: Optional[Path] = None) -> list[str]:
 
 
 def _run_pip(argv: list[str], what: str, timeout: float = 900) -> None:
+    from clusterkit.procs import ProcessGroup
+
     env = dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_INPUT="1")
-    try:
-        cp = subprocess.run([sys.executable, "-m", "pip", *argv], stdin=subprocess.DEVNULL, capture_output=True,
-                            text=True, timeout=timeout, env=env, check=False)
-    except subprocess.TimeoutExpired:
-        raise WheelhouseError(f"{what}: pip did not finish within {timeout:g}s") from None
+    try:  # its own process group: a timeout ends the build backends pip started too
+        cp = ProcessGroup().run([sys.executable, "-m", "pip", *argv], timeout=timeout, env=env)
     except OSError as e:
         raise WheelhouseError(f"{what}: cannot run pip: {e.strerror or e}") from None
-    if cp.returncode != 0:
+    if cp.timed_out:
+        raise WheelhouseError(f"{what}: pip did not finish within {timeout:g}s")
+    if cp.rc != 0:
         lines = [ln for ln in cp.stderr.splitlines() if ln.strip() and not ln.startswith("WARNING")]
         errors = [ln for ln in lines if ln.startswith("ERROR")]
-        raise WheelhouseError(f"{what}: pip failed: {(errors or lines or ['exit ' + str(cp.returncode)])[0]}")
+        raise WheelhouseError(f"{what}: pip failed: {(errors or lines or ['exit ' + str(cp.rc)])[0]}")
 
 
 def repack_installed_clusterkit(dest: Path) -> Path:
@@ -412,14 +405,10 @@ class WheelhouseBuilder:
         try:
             build(tmp)
             (tmp / ".complete").write_text("")
-            try:
-                os.rename(tmp, final)
-            except OSError:  # another process made it first
-                if not (final / ".complete").exists():
-                    shutil.rmtree(final, ignore_errors=True)
-                    os.rename(tmp, final)
-        finally:
+        except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        publish_dir(str(tmp), str(final))  # another process's, when it made it first
         return final, False
 
     def clusterkit_wheel(self) -> tuple[Path, bool]:
@@ -657,7 +646,7 @@ def wheels_to_upload(on_node: Mapping[str, int], wh: Wheelhouse) -> list[WheelFi
     builds of one version share a file name."""
     out = []
     for f in wh.files:
-        is_ck = (parse_wheel_filename(f.name) or ("",))[0] == "clusterkit"
+        is_ck = _project(f.name) == "clusterkit"
         if is_ck or on_node.get(f.name) != f.size:
             out.append(f)
     return out
@@ -1105,9 +1094,12 @@ class Deployer:
         out = sess.sh(f"command -v {_q(py)} >/dev/null 2>&1 || {{ echo \"no {py} on the node (--python)\" >&2; "
                       f"exit 127; }}\nexec {_q(py)} -c {_q(PROBE)} {_q(args)}", "ask the node", sudo=False,
                       timeout=min(120.0, opts.timeout))
+        doc = last_json_object(out)
         try:
-            facts = NodeFacts.from_json(json.loads(out.strip().splitlines()[-1]))
-        except (ValueError, IndexError, KeyError, TypeError):
+            if doc is None:
+                raise ValueError("no JSON object")
+            facts = NodeFacts.from_json(doc)
+        except (ValueError, KeyError, TypeError):
             raise StepError(f"ask the node: unreadable answer from {py}: {_last_error(out) or 'nothing'}") from None
         res.platform = facts.platform.label
         res.old_id, res.old_version = facts.current, facts.current_version
@@ -1225,7 +1217,7 @@ __all__ = [
     "CHANGED", "DEFAULT_BIN_DIR", "DEFAULT_HEALTHCHECK_PATH", "DEFAULT_PREFIX", "DEFAULT_PYTHON",
     "DEFAULT_TELEGRAF_PATH", "DeployReport", "Deployer", "Extra", "FAILED", "FabricConnector", "NodeFacts",
     "NodeResult", "Options", "Platform", "SCHEMA", "StrictHostKeys", "UNCHANGED", "Wheelhouse",
-    "WheelhouseBuilder", "WheelhouseError", "deploy", "group_by_platform", "healthcheck_wrapper_text",
+    "WheelhouseBuilder", "WheelhouseError", "deploy", "healthcheck_wrapper_text",
     "install_script", "is_unchanged", "load_wheelhouse_dir", "versions_to_remove", "wheelhouse_from_files",
     "wheels_to_remove", "wheels_to_upload",
 ]

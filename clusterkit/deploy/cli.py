@@ -1,6 +1,6 @@
 """``clusterkit deploy …``: plan an LLM deployment on the healthy nodes (``plan`` here); the
-serving commands come from ``clusterkit.deploy.cli_serve`` and ``deploy agent`` (clusterkit onto
-the nodes) from ``clusterkit.deploy.cli_agent`` (their ``COMMANDS`` lists) when those modules exist.
+serving commands (``clusterkit.deploy.cli_serve``) and ``deploy agent`` (clusterkit onto the
+nodes, ``clusterkit.deploy.cli_agent``) are imported only when they run.
 
 Exit codes: 0 a plan; 2 bad input, an unknown model, or a plan that cannot fit (the error line
 shows the arithmetic).
@@ -8,11 +8,12 @@ shows the arithmetic).
 
 from __future__ import annotations
 
-import importlib
 import sys
 from typing import Optional
 
 import click
+
+from clusterkit.lazygroup import LazyGroup
 
 EXIT_OK = 0
 
@@ -24,7 +25,9 @@ def _warn(message: str) -> None:
         pass
 
 
-@click.group("deploy")
+@click.group("deploy", cls=LazyGroup, lazy={
+    "serve": "clusterkit.deploy.cli_serve:serve_cmd", "status": "clusterkit.deploy.cli_serve:status_cmd",
+    "stop": "clusterkit.deploy.cli_serve:stop_cmd", "agent": "clusterkit.deploy.cli_agent:agent_cmd"})
 def deploy_group() -> None:
     """Deploy LLM inference on the healthy nodes: plan the layout and the KV cache."""
 
@@ -81,22 +84,6 @@ def plan_cmd(model_spec: str, gpus_per_node: int, gpu_mem_gib: float, dtype: str
         click.echo(result.explain())
     return EXIT_OK
 
-
-def _register() -> None:
-    """Add the commands of clusterkit.deploy.cli_serve and clusterkit.deploy.cli_agent (their
-    COMMANDS lists), when they exist."""
-    for name in ("clusterkit.deploy.cli_serve", "clusterkit.deploy.cli_agent"):
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name != name:  # the module is there, one of its imports is not
-                raise
-            continue
-        for cmd in getattr(module, "COMMANDS", []):
-            deploy_group.add_command(cmd)
-
-
-_register()
 
 
 if __name__ == "__main__":  # pragma: no cover

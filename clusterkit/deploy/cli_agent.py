@@ -1,7 +1,7 @@
 """``clusterkit deploy agent``: install clusterkit on the nodes (offline wheelhouse over SFTP,
 a virtualenv beside the old one, an atomic symlink switch), plus optional extras.
 
-``clusterkit.deploy.cli`` adds :data:`COMMANDS` to its ``deploy`` group.
+``clusterkit.deploy.cli`` imports it when ``deploy agent`` runs.
 
 Exit codes: 0 every node changed or unchanged; 1 at least one node failed; 2 usage or config
 error (nothing contacted).
@@ -169,5 +169,3 @@ def agent_cmd(nodes: tuple[str, ...], partition: Optional[str], inventory: Optio
     sys.stdout.flush()
     return report.exit_code
 
-
-COMMANDS = [agent_cmd]

@@ -1,6 +1,6 @@
 """``clusterkit deploy serve | status | stop``: the serving commands of the ``deploy`` group.
 
-``clusterkit.deploy.cli`` adds every command of :data:`COMMANDS` to its ``deploy`` group.
+``clusterkit.deploy.cli`` imports it when one of them runs.
 
 Exit codes: 0 ready (serve) / done; 1 the deployment did not come up (a rank died, not ready in
 time: every job cancelled) or too few nodes passed the health gate; 2 bad input; 3 Slurm could
@@ -302,5 +302,3 @@ def stop_cmd(names: tuple[str, ...], stop_all: bool, timeout: float, as_json: bo
             click.echo(f"stopped {r['name']}: {jobs}{late}")
     return 1 if any(r["still_ending"] for r in rows) else 0
 
-
-COMMANDS = [serve_cmd, status_cmd, stop_cmd]

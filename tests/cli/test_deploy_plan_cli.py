@@ -127,13 +127,15 @@ def test_bad_input_is_exit_2(tmp_path):
         assert want in one_error_line(p), (args, p.stderr)
 
 
-def test_serve_commands_join_the_group_when_their_module_exists():
-    code = ("import sys, types, click\n"
-            "fake = types.ModuleType('clusterkit.deploy.cli_serve')\n"
-            "fake.COMMANDS = [click.Command('serve'), click.Command('status')]\n"
-            "sys.modules['clusterkit.deploy.cli_serve'] = fake\n"
+def test_deploy_commands_are_imported_only_when_they_run():
+    """plan lives in the group's module; serve, status, stop and agent are imported on use."""
+    code = ("import sys, click\n"
             "from clusterkit.deploy.cli import deploy_group\n"
-            "print(' '.join(sorted(deploy_group.commands)))\n")
+            "ctx = click.Context(deploy_group)\n"
+            "names = deploy_group.list_commands(ctx)\n"
+            "before = [m for m in ('clusterkit.deploy.cli_serve', 'clusterkit.deploy.cli_agent') if m in sys.modules]\n"
+            "cmd = deploy_group.get_command(ctx, 'agent')\n"
+            "print(' '.join(names), '|', before, '|', cmd.name, 'clusterkit.deploy.cli_agent' in sys.modules)\n")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
-    assert p.stdout.split() == ["agent", "plan", "serve", "status"]
+    assert p.stdout.split() == ["agent", "plan", "serve", "status", "stop", "|", "[]", "|", "agent", "True"]

@@ -44,14 +44,6 @@ def test_platform_from_probe_and_pip_tags():
     assert musl[:3] == ["musllinux_1_2_x86_64", "musllinux_1_1_x86_64", "musllinux_1_0_x86_64"]
 
 
-def test_group_by_platform():
-    a = agent.Platform("3.11", machine="x86_64", libc_version="2.36")
-    b = agent.Platform("3.10", machine="x86_64", libc_version="2.35")
-    c = agent.Platform("3.11", machine="aarch64", libc_version="2.36")
-    groups = agent.group_by_platform({"n1": a, "n2": b, "n3": a, "n4": c})
-    assert groups == {a: ["n1", "n3"], b: ["n2"], c: ["n4"]}
-
-
 def test_wheelhouse_id_and_checks(tmp_path):
     wh = make_wheelhouse(tmp_path)
     assert wh.version == "0.1.0" and wh.id == f"0.1.0-{wh.digest[:12]}"
