@@ -49,10 +49,10 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-#: capabilities a step may need; the rehearsal maps each to a fixture (or fails clearly)
+#: capabilities a step may need; the rehearsal maps each to a provider (CAPABILITIES there)
 KNOWN_CAPABILITIES = ("slurm", "metrics-store", "ssh-nodes")
 #: fence languages refused in runbooks (see the module docstring)
 REFUSED_LANGS = ("bash", "shell", "console", "zsh", "shell-session")
@@ -74,9 +74,6 @@ class Clause:
     path: tuple[str | int, ...] = ()
     value: Any = None          # json equals
     source: str = ""
-
-    def describe(self) -> str:
-        return self.source
 
 
 @dataclass(frozen=True)
@@ -116,10 +113,6 @@ class Step:
     def where(self) -> str:
         head = f" ({self.heading})" if self.heading else ""
         return f"line {self.line}{head}"
-
-    def last_command_line(self) -> int:
-        """1-based line, within the block, where its last command starts."""
-        return last_command_start(self.code)
 
 
 @dataclass(frozen=True)
@@ -164,7 +157,7 @@ def parse(text: str) -> Runbook:
         nonlocal prose_target, prose
         if prose_target is not None:
             s = steps[prose_target]
-            steps[prose_target] = _replace(s, prose_after="\n".join(prose).strip())
+            steps[prose_target] = replace(s, prose_after="\n".join(prose).strip())
         prose_target, prose = None, []
 
     while i < n:
@@ -236,11 +229,6 @@ def parse(text: str) -> Runbook:
     if pending:
         raise RunbookError(f"line {pending[0][0]}: directive at the end, with no code block")
     return Runbook(title=title, steps=tuple(steps))
-
-
-def _replace(step: Step, **kw: Any) -> Step:
-    from dataclasses import replace
-    return replace(step, **kw)
 
 
 def _make_step(lineno: int, lang: str, code: str, heading: str,
@@ -478,7 +466,7 @@ def earlier_failure(step: Step, errline: int | None) -> int | None:
     if errline is None:
         return None
     block_line = errline - 1
-    return block_line if block_line < step.last_command_line() else None
+    return block_line if block_line < last_command_start(step.code) else None
 
 
 # ----------------------------------------------------------------------------- lint

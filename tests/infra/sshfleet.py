@@ -187,6 +187,7 @@ class SilentListener:
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind((ip, port))
+        self.port = self._sock.getsockname()[1]   # the one bound when port is 0
         self._sock.listen(128)
         self._sock.setblocking(False)
         self._held: list[socket.socket] = []

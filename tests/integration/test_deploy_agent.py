@@ -22,7 +22,6 @@ import json
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,6 +34,7 @@ import pytest
 
 from clusterkit.deploy import agent
 from clusterkit.models import Node
+from tests.infra.sshfleet import SilentListener
 
 REPO = Path(__file__).resolve().parents[2]
 #: the wheelhouse cache; the runbook rehearsal (bring-up) shares it through XDG_CACHE_HOME
@@ -43,37 +43,12 @@ CACHE = XDG_CACHE / "clusterkit"
 NODES = ["gpu-001", "gpu-002", "gpu-003", "gpu-004"]
 
 
-class Trap:
-    """A TCP listener that counts connections (anything fetched from the node would land here)."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
-        self.hits = 0
-        self._stop = False
-        threading.Thread(target=self._loop, daemon=True).start()
-
-    def _loop(self) -> None:
-        while not self._stop:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            self.hits += 1
-            c.close()
-
-    def close(self) -> None:
-        self._stop = True
-        self.sock.close()
-
-
 @pytest.fixture(scope="module")
 def trap():
-    t = Trap()
+    """A TCP listener that counts connections (anything fetched from the node would land here)."""
+    t = SilentListener("127.0.0.1", 0)
     yield t
-    t.close()
+    t.stop()
 
 
 @pytest.fixture(scope="module")
@@ -206,7 +181,7 @@ def test_fresh_install_then_unchanged(fleet, base, trap, telegraf_file, wheelhou
     bad = nodes["gpu-004"]
     assert bad["status"] == "failed" and "no write access" in bad["reason"] and "gpu-004" in bad["reason"]
     assert not (base / "gpu-004" / "opt").exists()
-    assert trap.hits == 0, "something on a node tried the network"
+    assert trap.accepted == 0, "something on a node tried the network"
 
     # the same again: unchanged, nothing uploaded, nothing touched
     stamp = os.lstat(base / "gpu-001" / "opt" / "current").st_mtime_ns
@@ -217,7 +192,7 @@ def test_fresh_install_then_unchanged(fleet, base, trap, telegraf_file, wheelhou
         assert r["status"] == "unchanged" and r["uploaded_files"] == 0, r
         assert r["old_id"] == r["new_id"]
     assert os.lstat(base / "gpu-001" / "opt" / "current").st_mtime_ns == stamp
-    assert trap.hits == 0
+    assert trap.accepted == 0
 
 
 def test_upgrade_switches_current(fleet, base, upgrade_wheelhouse, trap):
@@ -231,7 +206,7 @@ def test_upgrade_switches_current(fleet, base, upgrade_wheelhouse, trap):
         assert current(base, n) == f"versions/{r['new_id']}" != before
         assert node_version(fleet, base, n) == r["new_version"]
         assert (base / n / "opt" / before).is_dir()  # the old version is kept (--keep 2)
-    assert trap.hits == 0
+    assert trap.accepted == 0
 
 
 def test_node_dies_mid_install_keeps_old_version(fleet, base, upgrade_wheelhouse):

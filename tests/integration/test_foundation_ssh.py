@@ -8,14 +8,14 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
+
+from tests.infra.sshfleet import SilentListener
 
 TRANSPORTS = ["openssh", "paramiko"]
 
@@ -147,41 +147,9 @@ def test_a_dead_rack_is_one_line_without_addresses(fleet, transport):
     assert "127.0." not in lines[0]
 
 
-class _Silent:
-    """A TCP listener that accepts and never speaks; counts connections."""
-
-    def __init__(self) -> None:
-        self.srv = socket.socket()
-        self.srv.bind(("127.0.0.1", 0))
-        self.srv.listen(64)
-        self.port = self.srv.getsockname()[1]
-        self.accepted = 0
-        self.held: list[socket.socket] = []
-        self.stop = threading.Event()
-        self.th = threading.Thread(target=self._run, daemon=True)
-        self.th.start()
-
-    def _run(self) -> None:
-        self.srv.settimeout(0.1)
-        while not self.stop.is_set():
-            try:
-                c, _ = self.srv.accept()
-                self.accepted += 1
-                self.held.append(c)
-            except OSError:
-                pass
-
-    def close(self) -> None:
-        self.stop.set()
-        self.th.join()
-        for c in self.held:
-            c.close()
-        self.srv.close()
-
-
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_timeout_bounds_the_connection_too(transport, tmp_path):
-    silent = _Silent()
+    silent = SilentListener("127.0.0.1", 0)
     cfg = tmp_path / "cfg"
     (tmp_path / "kh").write_text("")
     cfg.write_text(f"Host silent\n    HostName 127.0.0.1\n    Port {silent.port}\n"
@@ -192,14 +160,14 @@ def test_timeout_bounds_the_connection_too(transport, tmp_path):
                        "--timeout", "1.5", "--connect-timeout", "8", "--json")
         took = time.monotonic() - t0
     finally:
-        silent.close()
+        silent.stop()
     assert p.returncode == 3 and took < 5, (took, p.stderr)
     assert json.loads(p.stdout)["nodes"][0]["status"] in ("unreachable", "error")
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_configuration_errors_stop_the_run_before_any_connection(transport, tmp_path):
-    silent = _Silent()
+    silent = SilentListener("127.0.0.1", 0)
     (tmp_path / "kh").write_text("")
     good = f"HostName 127.0.0.1\n    Port {silent.port}\n    UserKnownHostsFile {tmp_path}/kh\n"
     try:
@@ -217,4 +185,4 @@ def test_configuration_errors_stop_the_run_before_any_connection(transport, tmp_
         time.sleep(0.3)
         assert silent.accepted == 0
     finally:
-        silent.close()
+        silent.stop()

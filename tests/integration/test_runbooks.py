@@ -89,9 +89,9 @@ def _ssh_nodes(request: pytest.FixtureRequest, run_dir: Path) -> dict[str, str]:
             "CK_BIN_DIR": f"{base}/{{node}}/bin", "XDG_CACHE_HOME": str(XDG_CACHE)}
 
 
-#: capability -> provider(request, harness dir) -> environment for the blocks that need it;
-#: None: not provided yet (the block is reported as not rehearsed, and the runbook fails)
-CAPABILITIES: dict[str, Callable[[pytest.FixtureRequest, Path], dict[str, str]] | None] = {
+#: capability -> provider(request, harness dir) -> environment for the blocks that need it
+#: (every capability tests/infra/runbook.py accepts in a ``needs`` directive has one)
+CAPABILITIES: dict[str, Callable[[pytest.FixtureRequest, Path], dict[str, str]]] = {
     "slurm": _slurm,
     "metrics-store": _metrics_store,
     "ssh-nodes": _ssh_nodes,
@@ -194,15 +194,13 @@ def _run_step(step: Step, env: dict[str, str], work: Path, harness: Path) -> tup
 
 
 def rehearse(book: Runbook, request: pytest.FixtureRequest, work: Path, harness: Path,
-             sim_root: Path) -> tuple[list[str], list[str], list[tuple[int, float]]]:
-    """Run every step; returns (failure, not rehearsed, timings). Stops at the first failing
-    step (later steps build on it); a step needing a capability not provided is skipped and
-    listed."""
+             sim_root: Path) -> tuple[list[str], list[tuple[int, float]]]:
+    """Run every step; returns (failure, timings). Stops at the first failing step (later
+    steps build on it)."""
     env = _base_env(harness, sim_root)
     provided: dict[str, dict[str, str]] = {}
     if "slurm" in book.needs:
         _prepare_slurm(request.getfixturevalue("slurm_cluster"))
-    not_rehearsed: list[str] = []
     timings: list[tuple[int, float]] = []
     for step in book.steps:
         if step.kind == "file":
@@ -211,25 +209,18 @@ def rehearse(book: Runbook, request: pytest.FixtureRequest, work: Path, harness:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(step.code)
             continue
-        missing = [c for c in step.needs if CAPABILITIES.get(c) is None]
-        if missing:
-            not_rehearsed.append(f"{step.where}: needs {', '.join(missing)}, which this rehearsal "
-                                 f"does not provide yet:\n{step.code}")
-            continue
         step_env = dict(env)
         for cap in step.needs:
             if cap not in provided:
-                provider = CAPABILITIES[cap]
-                assert provider is not None
-                provided[cap] = provider(request, harness)
+                provided[cap] = CAPABILITIES[cap](request, harness)
             step_env.update(provided[cap])
         problems, took = _run_step(step, step_env, work, harness)
         timings.append((step.line, took))
         if problems:
             assert step.expect is not None
             return ([f"{step.where}: <!-- expect: {step.expect.source} -->\n{step.code}"
-                     + "\n".join(problems)], not_rehearsed, timings)
-    return [], not_rehearsed, timings
+                     + "\n".join(problems)], timings)
+    return [], timings
 
 
 @pytest.mark.parametrize("path", RUNBOOKS, ids=[p.stem for p in RUNBOOKS])
@@ -238,12 +229,10 @@ def test_runbook_rehearsal(path: Path, request: pytest.FixtureRequest, sim_root:
     book = parse(path.read_text())
     work, harness = rehearsal_dirs
     t0 = time.monotonic()
-    failures, not_rehearsed, timings = rehearse(book, request, work, harness, sim_root)
+    failures, timings = rehearse(book, request, work, harness, sim_root)
     took = time.monotonic() - t0
     summary = (f"{path.name}: {len(timings)} of {len(book.commands)} blocks ran in {took:.1f} s ("
                + ", ".join(f"line {ln}: {t:.1f} s" for ln, t in timings) + ")")
     if failures:
         pytest.fail(f"{summary}\n" + "\n".join(failures), pytrace=False)
-    if not_rehearsed:
-        pytest.fail(f"{summary}\nnot rehearsed:\n" + "\n".join(not_rehearsed), pytrace=False)
     print(summary)

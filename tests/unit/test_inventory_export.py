@@ -157,10 +157,7 @@ def test_ansible_reads_both_formats_as_written(tmp_path: Path) -> None:
 
 # ----------------------------------------------------------------------------- the command
 @pytest.fixture
-def run_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
-    # the coordinator registers the group in clusterkit/cli.py; until then (and regardless) the test adds it
-    monkeypatch.setitem(cli.cli.lazy, "inventory", "clusterkit.inventory_cli:inventory_group")
-
+def run_cli(capsys: pytest.CaptureFixture[str]):
     def run(*args: str) -> tuple[int, str, str]:
         with pytest.raises(SystemExit) as e:
             cli.main(list(args))
