@@ -853,20 +853,22 @@ class FabricConnector:
         self._timeout = max(1, int(round(connect_timeout)))
         self._sudo_password = sudo_password
         self._known = KnownHostsCache()
+        self._prepared: dict[str, Any] = {}  # node name -> its unopened Connection, made by prepare
 
     def prepare(self, nodes: Sequence[Node]) -> None:
-        """Resolve every node (ConfigError, exit 2, before any node is contacted)."""
+        """Resolve every node (ConfigError, exit 2, before any node is contacted); the
+        Connections made are the ones :meth:`connection` hands out."""
         if self._identity is not None and not os.path.isfile(self._identity):
             raise ConfigError(f"--identity {self._identity}: no such file")
         for n in nodes:
-            self.connection(n)
+            self._prepared[n.name] = self._hop(n.address, self._user or n.user, n.port, n.name, 0)
 
     def _hop(self, host: str, user: Optional[str], port: Optional[int], node: str, depth: int,
              via: Any = None, own_proxy: bool = True) -> Any:
         import fabric  # type: ignore[import-untyped]
 
         from clusterkit.transport.knownhosts import lookup_name
-        from clusterkit.transport.ssh import HOSTKEY_ALGORITHMS
+        from clusterkit.transport.ssh import disabled_hostkey_algorithms
         from clusterkit.transport.sshconfig import host_config
 
         if depth > 8:
@@ -886,12 +888,8 @@ class FabricConnector:
         known_view.load()
         name = lookup_name(cfg.hostname.lower(), cfg.port, cfg.host_key_alias)
         known = known_view.lookup(name)
-        offered = list(_paramiko().Transport._preferred_keys)
-        types = known.key_types()
-        disabled: list[str] = []
-        if types:
-            wanted = {a for t in types for a in HOSTKEY_ALGORITHMS.get(t, ())}
-            disabled = [a for a in offered if a not in wanted]
+        disabled = disabled_hostkey_algorithms(known, _paramiko().Transport._preferred_keys, name, node,
+                                               remedy="deploy agent checks host keys with paramiko")
         identities = ([self._identity] if self._identity else []) + list(cfg.identity_files)
         for path, where in zip(cfg.identity_files, cfg.identity_where):
             if not os.path.exists(path):
@@ -918,6 +916,9 @@ class FabricConnector:
 
     def connection(self, node: Node) -> Any:
         """An unopened fabric Connection to ``node`` (ConfigError for a config that cannot work)."""
+        prepared = self._prepared.pop(node.name, None)
+        if prepared is not None:
+            return prepared
         return self._hop(node.address, self._user or node.user, node.port, node.name, 0)
 
 

@@ -305,6 +305,24 @@ def _transport_class() -> Any:
     return _TRANSPORT_CLASS
 
 
+def disabled_hostkey_algorithms(known: HostKeys, allowed: Sequence[str], hostkey_name: str, node: str,
+                                remedy: str = "use --transport openssh") -> list[str]:
+    """The host-key algorithms paramiko must not accept from this host: those outside
+    ``allowed`` and, when known_hosts lists the host, those none of its keys can vouch for (so
+    that the server shows a key known_hosts can check). HostKeyError when none is left."""
+    offered = _paramiko().Transport._preferred_keys
+    allowed = list(allowed)
+    types = known.key_types()
+    if types:
+        wanted = {a for t in types for a in HOSTKEY_ALGORITHMS.get(t, ())}
+        allowed = [a for a in allowed if a in wanted]
+        if not allowed:
+            raise HostKeyError(f"host key for {hostkey_name}: known_hosts lists only {', '.join(types)} keys, "
+                               f"which paramiko cannot check here; {remedy}", node=node,
+                               cause=f"host key type unsupported ({remedy})")
+    return [a for a in offered if a not in allowed]
+
+
 class _ProxyCommandSock:
     """A ProxyCommand run by /bin/sh (as ssh runs it), used as the connection's socket."""
 
@@ -802,19 +820,7 @@ class SSHTransport(BaseTransport):
 
     def _hostkey_disabled(self, hop: _Hop, info: _HopInfo, known: HostKeys,
                           run: _Run) -> list[str]:
-        offered = _paramiko().Transport._preferred_keys
-        allowed = list(info.hostkey_algorithms)
-        types = known.key_types()
-        if types:
-            wanted = {a for t in types for a in HOSTKEY_ALGORITHMS.get(t, ())}
-            allowed = [a for a in allowed if a in wanted]
-            if not allowed:
-                raise HostKeyError(
-                    f"host key for {hop.hostkey_name}: known_hosts lists only "
-                    f"{', '.join(types)} keys, which paramiko cannot check here; use "
-                    "--transport openssh", node=run.node.name,
-                    cause="host key type unsupported (use --transport openssh)")
-        return [a for a in offered if a not in allowed]
+        return disabled_hostkey_algorithms(known, info.hostkey_algorithms, hop.hostkey_name, run.node.name)
 
     def _sock(self, hop: _Hop, run: _Run) -> Any:
         cfg = hop.cfg
